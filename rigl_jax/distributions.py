@@ -1,0 +1,155 @@
+"""Per-layer sparsity distributions: uniform, Erdős–Rényi (ER) and ER-Kernel.
+
+Given a global target sparsity over the sparse leaves, a distribution decides
+how sparse each leaf is (Evci et al. 2020, Section 3, "Sparsity
+Distribution"; ER from Mocanu et al. 2018). The computation is pure Python on
+shapes, so it works on arrays and on `jax.ShapeDtypeStruct` alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+from rigl_jax import paths as paths_lib
+
+DISTRIBUTIONS = ('uniform', 'erk', 'er')
+
+
+def check_sparsity(sparsity: float, name: str = 'sparsity') -> float:
+  """Returns ``sparsity`` as a float, or raises if it is not in [0, 1)."""
+  try:
+    s = float(sparsity)
+  except (TypeError, ValueError):
+    raise ValueError(f'{name} must be a number in [0, 1); got {sparsity!r}'
+                     ) from None
+  if not 0.0 <= s < 1.0 or math.isnan(s):
+    raise ValueError(f'{name} must be in [0, 1); got {sparsity!r}')
+  return s
+
+
+def _match_custom(custom_sparsity: Optional[Mapping[str, float]],
+                  sparse_paths: list[str]) -> dict[str, float]:
+  """Resolves custom-sparsity keys (exact paths or full-match regexes)."""
+  out: dict[str, float] = {}
+  for key, value in (custom_sparsity or {}).items():
+    value = check_sparsity(value, f'custom_sparsity[{key!r}]')
+    hits = [p for p in sparse_paths if p == key]
+    if not hits:
+      try:
+        hits = [p for p in sparse_paths if re.fullmatch(key, p)]
+      except re.error:
+        hits = []
+    if not hits:
+      raise ValueError(
+          f'custom_sparsity names {key!r}, which matches no sparse leaf; '
+          f'sparse leaves are: {sparse_paths}')
+    for p in hits:
+      out[p] = value
+  return out
+
+
+def _erk_densities(shapes: dict[str, tuple[int, ...]], sparsity: float,
+                   distribution: str, power: float) -> dict[str, float]:
+  """Solves for ER/ERK per-layer densities with the global zero budget.
+
+  Each layer gets density ``eps * raw[l]``; ``eps`` is chosen so that the
+  zeros add up to ``sparsity * sum(N_l)``. Layers whose density would exceed 1
+  are made dense and the rest re-solved, repeatedly (as in the reference
+  implementation).
+  """
+  raw = {}
+  for name, shape in shapes.items():
+    if distribution == 'erk':
+      raw[name] = (sum(shape) / math.prod(shape)) ** power
+    else:  # 'er': fan-in + fan-out of the last two dims
+      n_in, n_out = shape[-2], shape[-1]
+      raw[name] = ((n_in + n_out) / (n_in * n_out)) ** power
+  dense: set[str] = set()
+  while True:
+    rhs, divisor = 0.0, 0.0
+    for name, shape in shapes.items():
+      n = math.prod(shape)
+      if name in dense:
+        rhs -= n * sparsity
+      else:
+        rhs += n * (1.0 - sparsity)
+        divisor += raw[name] * n
+    if divisor <= 0.0 or rhs <= 0.0:
+      raise ValueError(
+          f'{distribution!r} cannot reach sparsity {sparsity}: after making '
+          f'{sorted(dense)} dense, the remaining layers would need density '
+          f'<= 0. Use a lower sparsity or the uniform distribution.')
+    eps = rhs / divisor
+    max_raw = max(raw[n] for n in shapes if n not in dense)
+    if eps * max_raw > 1.0:
+      dense.update(n for n in shapes if n not in dense and raw[n] == max_raw)
+      continue
+    return {n: (1.0 if n in dense else eps * raw[n]) for n in shapes}
+
+
+def sparsity_distribution(params: Any,
+                          sparsity: float,
+                          distribution: str = 'erk',
+                          *,
+                          is_sparse: paths_lib.IsSparse = None,
+                          custom_sparsity: Optional[Mapping[str, float]] = None,
+                          erk_power_scale: float = 1.0) -> Any:
+  """Per-leaf sparsity for a global target.
+
+  Args:
+    params: a parameter pytree (arrays or shape structs).
+    sparsity: the target fraction of zeros over the sparse leaves, in [0, 1).
+    distribution: ``'uniform'`` (every sparse leaf gets ``sparsity``),
+      ``'erk'`` (Erdős–Rényi-Kernel: density proportional to
+      ``sum(shape) / prod(shape)``) or ``'er'`` (Erdős–Rényi on the last two
+      dims: ``(fan_in + fan_out) / (fan_in * fan_out)``).
+    is_sparse: which leaves are sparse (see `paths.make_is_sparse`).
+    custom_sparsity: ``{path or full-match regex: sparsity}``; those leaves get
+      exactly that sparsity and are left out of the ERK/ER budget.
+    erk_power_scale: exponent applied to the ER/ERK raw densities (1.0 in the
+      paper; smaller values move the distribution towards uniform).
+
+  Returns:
+    A pytree shaped like ``params`` of Python floats: each sparse leaf's
+    sparsity, and 0.0 for dense leaves.
+
+  Raises:
+    ValueError: for a sparsity outside [0, 1), an unknown distribution, a
+      custom sparsity naming no sparse leaf, or an unreachable ERK target.
+  """
+  sparsity = check_sparsity(sparsity)
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f'unknown sparsity distribution {distribution!r}; valid '
+                     f'choices are {list(DISTRIBUTIONS)}')
+  flags = paths_lib.sparse_leaf_flags(params, is_sparse)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [paths_lib.path_str(p) for p, _ in flat]
+  is_sp = jax.tree.leaves(flags)
+  shapes = {n: tuple(int(d) for d in np.shape(x))
+            for n, (_, x), f in zip(names, flat, is_sp) if f}
+  custom = _match_custom(custom_sparsity, list(shapes))
+  budget = {n: s for n, s in shapes.items() if n not in custom}
+
+  result: dict[str, float] = dict(custom)
+  if budget:
+    if distribution == 'uniform' or sparsity == 0.0:
+      result.update({n: sparsity for n in budget})
+    else:
+      dens = _erk_densities(budget, sparsity, distribution, erk_power_scale)
+      result.update({n: 1.0 - d for n, d in dens.items()})
+  leaves = [result.get(n, 0.0) if f else 0.0 for n, f in zip(names, is_sp)]
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def num_zeros(shape: tuple[int, ...], sparsity: float) -> int:
+  """Zeros a leaf of ``shape`` holds at ``sparsity``: floor(s * N)."""
+  x = sparsity * math.prod(shape)
+  r = round(x)
+  # Guard against float error such as 0.9 * 10 == 8.999999999999998.
+  return int(r if abs(x - r) < 1e-6 else math.floor(x))

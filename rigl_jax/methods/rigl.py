@@ -1,0 +1,20 @@
+"""RigL: grow where the dense gradient is largest (Evci et al., ICML 2020).
+
+The gradient of the loss w.r.t. the masked weights is dense: it is non-zero
+at inactive positions too, and its magnitude there says how fast the loss
+would fall if that connection existed (Algorithm 1 of the paper).
+"""
+
+import jax.numpy as jnp
+
+from rigl_jax.methods import base
+
+
+def _gradient_scores(param, grad, aux, key):
+  del param, aux, key
+  return jnp.abs(grad)
+
+
+def rigl() -> base.MaskMethod:
+  """Gradient-magnitude regrowth."""
+  return base.MaskMethod(name='rigl', kind='dst', grow_score=_gradient_scores)

@@ -1,0 +1,29 @@
+"""rigl_jax: sparse training in JAX (RigL, SET, SNFS, Static, pruning)."""
+
+import setuptools
+
+CORE = ['jax>=0.4.30', 'optax>=0.2.3', 'numpy>=1.24']
+EXPERIMENTS = [
+    'flax>=0.10', 'ml_collections>=0.1.1', 'clu>=0.0.12',
+    'orbax-checkpoint>=0.6', 'absl-py>=2.0', 'tensorflow-cpu>=2.16',
+    'tensorflow-datasets>=4.9', 'matplotlib>=3.7',
+]
+TEST = ['pytest>=8', 'hypothesis>=6.100']
+
+setuptools.setup(
+    name='rigl_jax',
+    version='0.1.0',
+    description=('Sparse training from scratch (RigL, SET, SNFS, Static, '
+                 'gradual pruning) as optax transforms for Flax models.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=setuptools.find_packages(include=['rigl_jax', 'rigl_jax.*']),
+    package_data={'rigl_jax.data': ['files/*']},
+    python_requires='>=3.10',
+    install_requires=CORE,
+    extras_require={
+        'experiments': EXPERIMENTS,
+        'test': EXPERIMENTS + TEST,
+    },
+)
