@@ -142,6 +142,12 @@ def sparsity_distribution(params: Any,
       result.update({n: sparsity for n in budget})
     else:
       dens = _erk_densities(budget, sparsity, distribution, erk_power_scale)
+      empty = [n for n, d in dens.items() if d * math.prod(budget[n]) < 1.0]
+      if empty:
+        raise ValueError(
+            f'{distribution!r} cannot reach sparsity {sparsity}: it gives '
+            f'{empty} less than one weight; use a lower sparsity, the '
+            f'uniform distribution, or a custom_sparsity for those leaves.')
       result.update({n: 1.0 - d for n, d in dens.items()})
   leaves = [result.get(n, 0.0) if f else 0.0 for n, f in zip(names, is_sp)]
   return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -34,7 +34,7 @@ from rigl_jax import methods as methods_lib
 from rigl_jax import paths as paths_lib
 from rigl_jax import schedules
 from rigl_jax import selection
-from rigl_jax.methods import snfs as snfs_lib
+from rigl_jax.methods.snfs import redistribute_counts
 
 
 class SparseState(NamedTuple):
@@ -275,7 +275,7 @@ def sparsify(inner: optax.GradientTransformation,
           [mask_leaves[i].size - jnp.sum(kept[i], dtype=jnp.int32)
            for i in idx])
       total = sum(n_drop[i] for i in idx)
-      counts = snfs_lib.redistribute_counts(total, mean_mag, capacity)
+      counts = redistribute_counts(total, mean_mag, capacity)
       n_grow = {i: counts[j] for j, i in enumerate(idx)}
 
     new_leaves, grown_leaves = list(mask_leaves), list(mask_leaves)
