@@ -286,38 +286,17 @@ def sparsify(inner: optax.GradientTransformation,
     return (frac, jax.tree.unflatten(treedef, new_leaves),
             jax.tree.unflatten(treedef, grown_leaves))
 
-  def dst_step(grads, state, params, aux):
-    frac, new_masks, grown = dst_masks(params, grads, state.masks, aux,
-                                       state.step)
-    # The weight update is skipped; dropped weights are set to zero.
-    updates = masks_lib.map_masked(
-        lambda mk, g, p: jnp.zeros_like(g) if mk is None else
-        jnp.where(mk, jnp.zeros_like(g), (-p).astype(g.dtype)),
-        new_masks, grads, params)
-    grown_full = masks_lib.map_masked(
-        lambda gr, p: jnp.zeros((), jnp.bool_) if gr is None else gr,
-        grown, params)
-    inner_state = _param_subtrees_map(
-        lambda s, gr: jnp.where(gr, jnp.zeros_like(s), s)
-        if gr.ndim == 0 or np.shape(s) == gr.shape else s,
-        state.inner_state, params, grown_full)
-    return (updates, inner_state, new_masks, frac,
-            churn(state.masks, new_masks))
-
-  def pruning_step(grads, state, params, extra_args):
-    updates, inner_state = inner_step(grads, state, params, state.masks,
-                                      extra_args)
-    new_params = optax.apply_updates(params, updates)
-    mask_leaves, treedef = jax.tree.flatten(state.masks,
-                                            is_leaf=masks_lib.is_none)
-    w_leaves = treedef.flatten_up_to(new_params)
+  def pruned_masks(params, masks, step):
+    """Gradual magnitude pruning's masks at ``step`` (from ``params``)."""
+    mask_leaves, treedef = jax.tree.flatten(masks, is_leaf=masks_lib.is_none)
+    w_leaves = treedef.flatten_up_to(params)
     idx = [i for i, mk in enumerate(mask_leaves) if mk is not None]
     new_leaves = list(mask_leaves)
     if m.global_scope:
       total = sum(mask_leaves[i].size for i in idx)
       target = schedules.pruning_sparsity(
-          state.step, initial_sparsity=m.initial_sparsity,
-          final_sparsity=sparsity, begin_step=begin_step, end_step=end_step)
+          step, initial_sparsity=m.initial_sparsity, final_sparsity=sparsity,
+          begin_step=begin_step, end_step=end_step)
       n_keep = total - _floor_product(target, jnp.asarray(total))
       keep = selection.top_k_masks([jnp.abs(w_leaves[i]) for i in idx],
                                    n_keep, [mask_leaves[i] for i in idx])
@@ -327,45 +306,82 @@ def sparsify(inner: optax.GradientTransformation,
       finals = treedef.flatten_up_to(leaf_sparsities(params))
       for i in idx:
         target = schedules.pruning_sparsity(
-            state.step, initial_sparsity=m.initial_sparsity,
+            step, initial_sparsity=m.initial_sparsity,
             final_sparsity=finals[i], begin_step=begin_step,
             end_step=end_step)
         size = mask_leaves[i].size
         n_keep = size - _floor_product(target, jnp.asarray(size))
         new_leaves[i] = selection.top_k_mask(jnp.abs(w_leaves[i]), n_keep,
                                              valid=mask_leaves[i])
-    new_masks = jax.tree.unflatten(treedef, new_leaves)
-    updates = masks_lib.map_masked(
-        lambda mk, u, p: u if mk is None else
-        jnp.where(mk, u, (-p).astype(u.dtype)), new_masks, updates, params)
-    removed = churn(state.masks, new_masks)
-    return updates, inner_state, new_masks, removed, removed
+    return jax.tree.unflatten(treedef, new_leaves)
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError('sparsify(...).update needs params: call '
                        'tx.update(grads, state, params)')
     aux = m.update_aux(state.aux, updates, state.masks)
-
-    def regular(_):
-      u, inner_state = inner_step(updates, state, params, state.masks,
-                                  extra_args)
-      return (u, inner_state, state.masks, state.drop_fraction,
-              state.mask_churn)
-
+    # The ordinary step is computed on every step; on mask-update steps only
+    # the masks come out of a `lax.cond` (small bool outputs), and selects
+    # pick what to keep. This keeps the common path as fast as a static mask.
+    new_updates, inner_state = inner_step(updates, state, params, state.masks,
+                                          extra_args)
     if m.kind in ('dense', 'static'):
-      out = regular(None)
+      return new_updates, state._replace(
+          step=optax.safe_increment(state.step), inner_state=inner_state,
+          aux=aux)
+
+    is_update = schedules.is_update_step(
+        state.step, update_freq=update_freq, begin_step=begin_step,
+        end_step=end_step, include_end=m.kind == 'pruning')
+    no_grown = masks_lib.map_masked(
+        lambda mk: None if mk is None else jnp.zeros_like(mk), state.masks)
+
+    # The optimization barrier keeps XLA from hoisting the branch's
+    # elementwise work (score keys) out of the conditional, which would run
+    # it on every step.
+    if m.kind == 'dst':
+      def masked_branch(_):
+        p, g, mk, a = jax.lax.optimization_barrier(
+            (params, updates, state.masks, aux))
+        frac, new_masks, grown = dst_masks(p, g, mk, a, state.step)
+        return frac, churn(mk, new_masks), new_masks, grown
     else:
-      is_update = schedules.is_update_step(
-          state.step, update_freq=update_freq, begin_step=begin_step,
-          end_step=end_step, include_end=m.kind == 'pruning')
-      if m.kind == 'dst':
-        masked_branch = lambda _: dst_step(updates, state, params, aux)
-      else:
-        masked_branch = lambda _: pruning_step(updates, state, params,
-                                               extra_args)
-      out = jax.lax.cond(is_update, masked_branch, regular, None)
-    new_updates, inner_state, new_masks, frac, mask_churn = out
+      stepped = optax.apply_updates(params, new_updates)
+
+      def masked_branch(_):
+        p, mk = jax.lax.optimization_barrier((stepped, state.masks))
+        new_masks = pruned_masks(p, mk, state.step)
+        removed = churn(mk, new_masks)
+        return removed, removed, new_masks, no_grown
+
+    frac, mask_churn, new_masks, grown = jax.lax.cond(
+        is_update, masked_branch,
+        lambda _: (state.drop_fraction, state.mask_churn, state.masks,
+                   no_grown), None)
+
+    if m.kind == 'dst':
+      # Algorithm 1: on a mask update the weight update is skipped; dropped
+      # weights are set to zero and grown ones start at zero with their
+      # inner-optimizer state reset.
+      new_updates = masks_lib.map_masked(
+          lambda mk, u, p: jnp.where(is_update, jnp.zeros_like(u), u)
+          if mk is None else jnp.where(
+              mk, jnp.where(is_update, jnp.zeros_like(u), u),
+              (-p).astype(u.dtype)), new_masks, new_updates, params)
+      grown_full = masks_lib.map_masked(
+          lambda gr, p: jnp.zeros((), jnp.bool_) if gr is None else gr,
+          grown, params)
+      reset = _param_subtrees_map(
+          lambda s, gr: jnp.where(gr, jnp.zeros_like(s), s)
+          if gr.ndim == 0 or np.shape(s) == gr.shape else s,
+          state.inner_state, params, grown_full)
+      inner_state = jax.tree.map(lambda a, b: jnp.where(is_update, a, b),
+                                 reset, inner_state)
+    else:
+      new_updates = masks_lib.map_masked(
+          lambda mk, u, p: u if mk is None else
+          jnp.where(mk, u, (-p).astype(u.dtype)),
+          new_masks, new_updates, params)
     new_state = SparseState(
         step=optax.safe_increment(state.step),
         masks=new_masks,
