@@ -1,0 +1,60 @@
+"""Default experiment: RigL at 90% sparsity (ERK) on Fashion-MNIST.
+
+Runs on a 2-core CPU with no internet (the data ships with rigl_jax).
+Override fields on the command line, e.g.
+  python main.py --config configs/default.py --workdir /tmp/run \
+      --config.sparsity.method=set --config.sparsity.sparsity=0.95
+"""
+
+import ml_collections
+
+from rigl_jax.data import default_data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = default_data_config('fashion_mnist')
+  config.data.batch_size = 128
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'mlp'
+  config.model.kwargs = ml_collections.ConfigDict(
+      {'hidden_sizes': (1024, 1024)})
+
+  # Fields of rigl_jax.sparsify; see rigl_jax.CONFIG_FIELDS.
+  config.sparsity = ml_collections.ConfigDict()
+  config.sparsity.method = 'rigl'
+  config.sparsity.sparsity = 0.9
+  config.sparsity.distribution = 'erk'
+  config.sparsity.update_freq = 100
+  config.sparsity.begin_step = 0
+  config.sparsity.end_step = ml_collections.config_dict.placeholder(int)
+  config.sparsity.end_fraction = 0.75  # end_step = 75% of training if unset
+  config.sparsity.drop_fraction = 0.3
+  config.sparsity.drop_fraction_schedule = 'cosine'
+  config.sparsity.seed = 0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = True
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.label_smoothing = 0.1
+  config.optimizer.schedule = 'cosine'
+  config.optimizer.warmup_fraction = 0.02
+  config.optimizer.step_decay_at = (0.5, 0.75)
+  config.optimizer.step_decay_factor = 0.1
+  config.optimizer.grad_clip_norm = 0.0
+
+  config.num_epochs = 20.0
+  config.num_train_steps = 0  # > 0 overrides num_epochs
+  config.training_multiplier = 1.0
+  config.log_every_steps = 100
+  config.eval_every_steps = 0  # 0: only at the end
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 2
+  config.eval_split = 'test'
+  return config

@@ -1,0 +1,401 @@
+"""Training and evaluation: Algorithm 1 of the RigL paper around any model.
+
+``train_and_evaluate(config, workdir)`` builds the data, the model and the
+sparse optimizer from ``config`` and trains with one jitted step; it writes
+metrics (TensorBoard events plus ``metrics.jsonl``), orbax checkpoints of the
+whole train state, and ``results.json`` at the end. A run restarted with the
+same workdir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+import rigl_jax
+from rigl_jax import data as data_lib
+from rigl_jax import models as models_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue: one pytree, checkpointed whole."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class JsonlWriter(metric_writers.interface.MetricWriter):
+  """Appends scalars as JSON lines: ``{"step": ..., "name": value, ...}``."""
+
+  def __init__(self, path: str):
+    self._path = path
+
+  def write_scalars(self, step: int, scalars) -> None:
+    row = {'step': int(step)}
+    row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
+    with open(self._path, 'a', encoding='utf-8') as f:
+      f.write(json.dumps(row) + '\n')
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def num_train_steps(config: ml_collections.ConfigDict,
+                    info: data_lib.DatasetInfo) -> int:
+  """Total steps: ``config.num_train_steps`` or epochs x steps per epoch,
+  times ``config.training_multiplier`` (the paper's 1x/2x/5x runs)."""
+  if config.get('num_train_steps'):
+    steps = int(config.num_train_steps)
+  else:
+    steps_per_epoch = max(1, info.num_train // config.data.batch_size)
+    steps = int(math.ceil(config.num_epochs * steps_per_epoch))
+  return max(1, int(round(steps * config.get('training_multiplier', 1.0))))
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict,
+                            total_steps: int) -> optax.Schedule:
+  """Linear warmup, then cosine decay or step decay (from the config)."""
+  opt = config.optimizer
+  base_lr = opt.learning_rate * config.data.batch_size / opt.get(
+      'lr_reference_batch_size', config.data.batch_size)
+  warmup = int(opt.warmup_fraction * total_steps)
+  if opt.schedule == 'cosine':
+    decay = optax.cosine_decay_schedule(base_lr, max(1, total_steps - warmup))
+  elif opt.schedule == 'step':
+    boundaries = {int(f * total_steps) - warmup: opt.step_decay_factor
+                  for f in opt.step_decay_at}
+    decay = optax.piecewise_constant_schedule(base_lr, boundaries)
+  elif opt.schedule == 'constant':
+    decay = optax.constant_schedule(base_lr)
+  else:
+    raise ValueError(f'unknown learning-rate schedule {opt.schedule!r}; valid '
+                     "choices are ['cosine', 'step', 'constant']")
+  if warmup == 0:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, base_lr, warmup), decay], [warmup])
+
+
+def sparsity_fields(config: ml_collections.ConfigDict,
+                    total_steps: int) -> dict[str, Any]:
+  """The ``config.sparsity`` fields for `rigl_jax.from_config`.
+
+  ``end_step`` defaults to ``end_fraction`` (0.75) of training, as in the
+  paper; ``end_fraction`` itself is not a transform field.
+  """
+  fields = config.sparsity.to_dict()
+  end_fraction = fields.pop('end_fraction', 0.75)
+  if fields.get('end_step') is None:
+    fields['end_step'] = max(fields.get('begin_step', 0) + 1,
+                             int(end_fraction * total_steps))
+  return fields
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                     lr_fn: optax.Schedule
+                     ) -> optax.GradientTransformationExtraArgs:
+  """SGD with (Nesterov) momentum and weight decay, wrapped by `sparsify`."""
+  opt = config.optimizer
+  if opt.name == 'sgd':
+    base = optax.sgd(lr_fn, momentum=opt.momentum or None,
+                     nesterov=opt.nesterov)
+  elif opt.name == 'adam':
+    base = optax.adam(lr_fn)
+  else:
+    raise ValueError(f"unknown optimizer {opt.name!r}; valid choices are "
+                     "['sgd', 'adam']")
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  inner = optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), base)
+  if opt.get('grad_clip_norm'):
+    inner = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), inner)
+  return rigl_jax.from_config(inner, sparsity_fields(config, total_steps))
+
+
+def _loss_and_metrics(logits, batch, kind: str, num_classes: int,
+                      label_smoothing: float):
+  """Cross-entropy (label-smoothed for training) and accuracy, per example."""
+  labels = batch['label'] if kind == 'image' else batch['targets']
+  one_hot = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    one_hot = optax.smooth_labels(one_hot, label_smoothing)
+  loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), one_hot)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  if kind == 'text':  # average over the sequence
+    loss, correct = loss.mean(-1), correct.mean(-1)
+  return loss, correct
+
+
+def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
+                    label_smoothing: float) -> Callable:
+  """The jitted step: forward, dense gradient, sparse optimizer update."""
+  inputs_key = 'image' if kind == 'image' else 'inputs'
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      variables = {'params': params}
+      if state.batch_stats is not None:
+        variables['batch_stats'] = state.batch_stats
+      logits, new_vars = model.apply(
+          variables, batch[inputs_key], train=True, mutable=['batch_stats'],
+          rngs={'dropout': rng})
+      loss, correct = _loss_and_metrics(logits, batch, kind, num_classes,
+                                        label_smoothing)
+      return loss.mean(), (new_vars.get('batch_stats'), correct.mean())
+
+    (loss, (batch_stats, acc)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    sparse = rigl_jax.get_sparse_state(opt_state)
+    metrics = {'loss': loss, 'accuracy': acc, 'learning_rate': lr_fn(state.step),
+               'drop_fraction': sparse.drop_fraction,
+               'mask_churn': sparse.mask_churn}
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_eval_step(model: nn.Module, kind: str, num_classes: int) -> Callable:
+  inputs_key = 'image' if kind == 'image' else 'inputs'
+
+  def eval_step(state: TrainState, batch):
+    variables = {'params': state.params}
+    if state.batch_stats is not None:
+      variables['batch_stats'] = state.batch_stats
+    logits = model.apply(variables, batch[inputs_key], train=False)
+    loss, correct = _loss_and_metrics(logits, batch, kind, num_classes, 0.0)
+    w = batch['mask']
+    return {'loss': jnp.sum(loss * w), 'correct': jnp.sum(correct * w),
+            'count': jnp.sum(w)}
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step, state: TrainState, data: data_lib.Data, split: str,
+             kind: str) -> dict[str, float]:
+  """One pass over an eval split: loss, accuracy (and bits per char)."""
+  totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
+  for batch in data.eval_batches(split):
+    out = eval_step(state, batch)
+    for k in totals:
+      totals[k] += float(out[k])
+  n = max(totals['count'], 1.0)
+  res = {'loss': totals['loss'] / n, 'accuracy': totals['correct'] / n}
+  if kind == 'text':
+    res['bits_per_char'] = res['loss'] / math.log(2.0)
+  return res
+
+
+def create_train_state(config, model, tx, info, rng) -> TrainState:
+  """Initialises params, masks them once, and builds the optimizer state."""
+  init_rng, state_rng = jax.random.split(rng)
+  if info.kind == 'image':
+    dummy = jnp.zeros((1,) + tuple(info.input_shape), jnp.float32)
+  else:
+    dummy = jnp.zeros((1,) + tuple(info.input_shape), jnp.int32)
+  variables = jax.jit(lambda r: model.init(
+      {'params': r, 'dropout': r}, dummy, train=False))(init_rng)
+  params = variables['params']
+  params, opt_state = rigl_jax.masked_init(tx, params)
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats'),
+                    opt_state=opt_state, rng=state_rng)
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}'
+                     ) from None
+  if not os.access(workdir, os.R_OK | os.W_OK | os.X_OK):
+    raise ValueError(f'workdir {workdir!r} is not readable and writable')
+
+
+def build(config: ml_collections.ConfigDict):
+  """Validates the config by building data, model and optimizer from it.
+
+  Returns:
+    ``(data, model, tx, lr_fn, total_steps)``.
+
+  Raises:
+    ValueError: naming the bad field and the valid choices.
+  """
+  data = data_lib.get_data(config.data, seed=config.seed)
+  info = data.info
+  try:
+    model = models_lib.get_model(config.model.name,
+                                 num_classes=info.num_classes,
+                                 **config.model.get('kwargs', {}))
+  except TypeError as e:
+    raise ValueError(f'bad config.model.kwargs for {config.model.name!r}: '
+                     f'{e}') from None
+  total_steps = num_train_steps(config, info)
+  lr_fn = create_learning_rate_fn(config, total_steps)
+  tx = create_optimizer(config, total_steps, lr_fn)
+  return data, model, tx, lr_fn, total_steps
+
+
+def _layer_sparsity(params) -> tuple[dict[str, float], int, int]:
+  """Measured per-leaf sparsity of the sparse-eligible leaves."""
+  out, zeros, total = {}, 0, 0
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  for path, p in flat:
+    if p.ndim < 2:
+      continue
+    z = int(np.sum(np.asarray(p) == 0))
+    out[rigl_jax.path_str(path)] = z / p.size
+    zeros, total = zeros + z, total + p.size
+  return out, zeros, total
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains ``config``'s experiment in ``workdir`` and returns its results.
+
+  Args:
+    config: the experiment config (see ``configs/default.py``).
+    workdir: where checkpoints, metrics and ``results.json`` go; an existing
+      checkpoint there is resumed.
+
+  Returns:
+    The results dict written to ``<workdir>/results.json``.
+  """
+  t_start = time.time()
+  _check_workdir(workdir)
+  data, model, tx, lr_fn, total_steps = build(config)
+  info = data.info
+  rng = jax.random.PRNGKey(config.seed)
+  state = create_train_state(config, model, tx, info, rng)
+
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  manager = ocp.CheckpointManager(
+      ckpt_dir, options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.get('keep_checkpoints', 2), create=True))
+  if manager.latest_step() is not None:
+    step = manager.latest_step()
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(state))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f'cannot restore the checkpoint at step {step} in {ckpt_dir}: it '
+          f'does not match this config ({type(e).__name__}: {e}). Use another '
+          'workdir or the config it was written with.') from None
+    logging.info('Resumed from step %d.', step)
+  start_step = int(state.step)
+
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=not is_main)
+  if is_main:
+    writer = metric_writers.MultiWriter(
+        [writer, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))])
+  if start_step == 0:
+    writer.write_hparams({k: str(v) for k, v in
+                          config.to_dict().items()})
+  train_step = make_train_step(model, tx, lr_fn, info.kind, info.num_classes,
+                               config.optimizer.label_smoothing)
+  eval_step = make_eval_step(model, info.kind, info.num_classes)
+  eval_split = config.get('eval_split') or next(iter(info.num_eval))
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps,
+                                           writer=writer)
+  log_every = config.log_every_steps
+  eval_every = config.eval_every_steps or total_steps
+  ckpt_every = config.checkpoint_every_steps or total_steps
+
+  batches = data.train_batches(start_step)
+  pending = []
+  for step in range(start_step + 1, total_steps + 1):
+    state, metrics = train_step(state, next(batches))
+    pending.append(metrics)
+    report(step)
+    if step % log_every == 0 or step == total_steps:
+      summary = {f'train_{k}': float(np.mean([float(m[k]) for m in pending]))
+                 for k in pending[0]}
+      summary['train_drop_fraction'] = float(pending[-1]['drop_fraction'])
+      summary['train_mask_churn'] = float(pending[-1]['mask_churn'])
+      masks = rigl_jax.get_masks(state.opt_state)
+      for name, value in rigl_jax.mask_sparsity(masks).items():
+        summary[f'sparsity/{name}'] = float(value)
+      writer.write_scalars(step, summary)
+      pending = []
+    if step % eval_every == 0 or step == total_steps:
+      res = evaluate(eval_step, state, data, eval_split, info.kind)
+      writer.write_scalars(step, {f'eval_{k}': v for k, v in res.items()})
+    if step % ckpt_every == 0 or step == total_steps:
+      manager.save(step, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+
+  test = evaluate(eval_step, state, data, eval_split, info.kind)
+  layers, zeros, total = _layer_sparsity(state.params)
+  masks = rigl_jax.get_masks(state.opt_state)
+  mask_sp = {k: float(v) for k, v in rigl_jax.mask_sparsity(masks).items()}
+  results = {
+      'eval_split': eval_split,
+      'test_loss': test['loss'],
+      'steps': int(state.step),
+      'global_sparsity': mask_sp.pop('global') if len(mask_sp) > 1 else 0.0,
+      'weight_sparsity': zeros / max(total, 1),
+      'layer_sparsity': mask_sp or layers,
+      'num_params': int(sum(p.size for p in jax.tree.leaves(state.params))),
+      'wall_time_s': time.time() - t_start,
+      'resumed_from_step': start_step,
+      'config': config.to_dict(),
+  }
+  if info.kind == 'text':
+    results['test_bits_per_char'] = test['bits_per_char']
+  else:
+    results['test_accuracy'] = test['accuracy']
+  if is_main:
+    with open(os.path.join(workdir, 'results.json'), 'w',
+              encoding='utf-8') as f:
+      json.dump(results, f, indent=2, default=str)
+  writer.flush()
+  return results
