@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import flax
 import flax.linen as nn
 import jax
@@ -344,18 +343,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                config.optimizer.label_smoothing)
   eval_step = make_eval_step(model, info.kind, info.num_classes)
   eval_split = config.get('eval_split') or next(iter(info.num_eval))
-  report = periodic_actions.ReportProgress(num_train_steps=total_steps,
-                                           writer=writer)
   log_every = config.log_every_steps
   eval_every = config.eval_every_steps or total_steps
   ckpt_every = config.checkpoint_every_steps or total_steps
 
   batches = data.train_batches(start_step)
   pending = []
+  t_loop = time.time()
   for step in range(start_step + 1, total_steps + 1):
     state, metrics = train_step(state, next(batches))
     pending.append(metrics)
-    report(step)
     if step % log_every == 0 or step == total_steps:
       summary = {f'train_{k}': float(np.mean([float(m[k]) for m in pending]))
                  for k in pending[0]}
@@ -364,7 +361,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       masks = rigl_jax.get_masks(state.opt_state)
       for name, value in rigl_jax.mask_sparsity(masks).items():
         summary[f'sparsity/{name}'] = float(value)
+      rate = (step - start_step) / max(time.time() - t_loop, 1e-9)
+      summary['steps_per_sec'] = rate
       writer.write_scalars(step, summary)
+      logging.info('step %d/%d (%.0f%%), %.1f steps/s, ETA %.0f s, loss %.4f',
+                   step, total_steps, 100.0 * step / total_steps, rate,
+                   (total_steps - step) / rate, summary['train_loss'])
       pending = []
     if step % eval_every == 0 or step == total_steps:
       res = evaluate(eval_step, state, data, eval_split, info.kind)

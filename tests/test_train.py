@@ -50,7 +50,8 @@ def test_default_config_few_steps_writes_results(tmp_path):
   train_rows = [r for r in lines if 'train_loss' in r]
   assert [r['step'] for r in train_rows] == [5, 10, 15, 20]
   assert all('sparsity/global' in r and 'train_mask_churn' in r
-             and 'train_learning_rate' in r for r in train_rows)
+             and 'train_learning_rate' in r and r['steps_per_sec'] > 0
+             for r in train_rows)
   assert any(r['train_mask_churn'] > 0 for r in train_rows)
   assert any('eval_accuracy' in r for r in lines)
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
