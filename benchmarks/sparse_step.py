@@ -71,12 +71,6 @@ def step_times(args) -> None:
       return optax.apply_updates(p, u), s
     return jax.jit(step, donate_argnums=(0, 1))
 
-  def run(tx, never_update: bool):
-    p, s = rigl_jax.masked_init(tx, params) if tx is not inner else (
-        params, inner.init(params))
-    p = jax.tree.map(jnp.copy, p)
-    return _time(make_step(tx), p, s, repeats=args.repeats)
-
   # Each step donates its inputs, so give every timing fresh copies.
   dense = _time_fresh(make_step(inner), params, inner.init(params), args)
   print(f'{"dense step":<28}{dense * 1e3:9.2f} ms   1.000x')
@@ -101,7 +95,6 @@ def step_times(args) -> None:
     amort = ((args.update_freq - 1) * t_plain + t_upd) / args.update_freq
     print(f'{method:<10}{t_plain * 1e3:11.2f} ms{t_upd * 1e3:11.2f} ms'
           f'{amort * 1e3:13.2f} ms{amort / dense:9.3f}x')
-  del run
 
 
 def _time_fresh(step, p, s, args) -> float:
