@@ -10,6 +10,7 @@ Prints, for one model in one run:
 
 Usage:
   python benchmarks/sparse_step.py [--width 1024] [--batch 256] [--update_freq 100]
+      [--no_tune_allocator]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 
 import rigl_jax
+from rigl_jax import cpu_allocator
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -156,7 +158,13 @@ def main() -> None:
   parser.add_argument('--update_freq', type=int, default=100)
   parser.add_argument('--repeats', type=int, default=20)
   parser.add_argument('--skip_resnet', action='store_true')
+  parser.add_argument('--no_tune_allocator', action='store_true',
+                      help='leave glibc malloc as it is (see '
+                      'rigl_jax/cpu_allocator.py)')
   args = parser.parse_args()
+  if not args.no_tune_allocator:
+    tuned = cpu_allocator.keep_large_allocations_on_heap()
+    print(f'allocator: large allocations kept on the heap: {tuned}')
   step_times(args)
   if not args.skip_resnet:
     mask_update_time(args)

@@ -27,6 +27,7 @@ import optax
 import orbax.checkpoint as ocp
 
 import rigl_jax
+from rigl_jax import cpu_allocator
 from rigl_jax import data as data_lib
 from rigl_jax import models as models_lib
 
@@ -309,6 +310,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   t_start = time.time()
   _check_workdir(workdir)
+  if (config.get('tune_cpu_allocator', True)
+      and jax.default_backend() == 'cpu'):
+    cpu_allocator.keep_large_allocations_on_heap()
   data, model, tx, lr_fn, total_steps = build(config)
   info = data.info
   rng = jax.random.PRNGKey(config.seed)

@@ -342,16 +342,19 @@ def sparsify(inner: optax.GradientTransformation,
     # it on every step.
     if m.kind == 'dst':
       def masked_branch(_):
-        p, g, mk, a = jax.lax.optimization_barrier(
-            (params, updates, state.masks, aux))
-        frac, new_masks, grown = dst_masks(p, g, mk, a, state.step)
+        # The step goes through the barrier too: random grow scores (SET)
+        # depend on it alone and would otherwise be drawn on every step.
+        p, g, mk, a, t = jax.lax.optimization_barrier(
+            (params, updates, state.masks, aux, state.step))
+        frac, new_masks, grown = dst_masks(p, g, mk, a, t)
         return frac, churn(mk, new_masks), new_masks, grown
     else:
       stepped = optax.apply_updates(params, new_updates)
 
       def masked_branch(_):
-        p, mk = jax.lax.optimization_barrier((stepped, state.masks))
-        new_masks = pruned_masks(p, mk, state.step)
+        p, mk, t = jax.lax.optimization_barrier(
+            (stepped, state.masks, state.step))
+        new_masks = pruned_masks(p, mk, t)
         removed = churn(mk, new_masks)
         return removed, removed, new_masks, no_grown
 

@@ -1,0 +1,58 @@
+"""Keeps large host allocations on the heap (glibc), for XLA:CPU train steps.
+
+XLA:CPU allocates one scratch buffer per executable call, sized for the
+largest point of the whole program, including branches that rarely run (the
+mask update under `lax.cond`). glibc serves allocations above its mmap
+threshold (at most 32 MiB when adjusted dynamically) with a fresh `mmap`,
+so such a buffer is page-faulted in again on every step. A sparse train
+step whose mask-update branch needs more scratch than that pays it on every
+step: ~8 ms of a 24 ms step for a 2.9M-weight MLP on a 2-core machine, and
+the default experiment runs 30% faster with this setting (see README).
+
+Calling `keep_large_allocations_on_heap` once at start-up raises the mmap
+and trim thresholds so the buffer is reused. It is process-wide, touches no
+numerics, and is a no-op where glibc is not the allocator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+# mallopt parameters from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+DEFAULT_THRESHOLD = 1 << 30  # 1 GiB
+
+
+def keep_large_allocations_on_heap(
+    threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
+  """Serves allocations up to ``threshold_bytes`` from the reused heap.
+
+  Args:
+    threshold_bytes: allocations up to this size come from the heap, and
+      freed heap memory up to this size is kept rather than returned.
+
+  Raises:
+    ValueError: for a threshold outside (0, 2**31).
+
+  Returns:
+    Whether the setting took effect (False off Linux/glibc, or where glibc
+    refuses the value).
+  """
+  if not 0 < threshold_bytes < 2**31:
+    raise ValueError(f'threshold_bytes must be in (0, 2**31), got '
+                     f'{threshold_bytes}')
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+  mallopt.restype = ctypes.c_int
+  ok_mmap = mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
+  ok_trim = mallopt(_M_TRIM_THRESHOLD, int(threshold_bytes)) == 1
+  return ok_mmap and ok_trim
