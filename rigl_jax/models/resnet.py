@@ -113,7 +113,11 @@ class ResNet(nn.Module):
     )
     norm = common.batch_norm(train, self.dtype)
 
-    x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
+    # Explicit zero padding then a 'VALID' conv, as the reference Keras
+    # ResNet-50 does; the paper's FLOPs counter sees the 230x230 input this
+    # gives (see rigl_jax/flops.py). Numerically the same as padding=3.
+    x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
+    x = conv(self.num_filters, (7, 7), (2, 2), padding='VALID',
              name='conv_init')(x)
     x = self.act(norm(name='bn_init')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
