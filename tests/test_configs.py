@@ -46,7 +46,7 @@ def test_paper_config_bad_argument(arg, match):
 def test_uniform_keeps_the_first_layer_dense():
   config = importlib.import_module('configs.imagenet_resnet50').get_config(
       'dist=uniform')
-  assert config.sparsity.custom_sparsity == {'conv_init/kernel': 0.0}
+  assert config.sparsity.custom_sparsity.to_dict() == {'conv_init/kernel': 0.0}
   config = importlib.import_module('configs.imagenet_resnet50').get_config(
       'dist=erk')
   assert 'custom_sparsity' not in config.sparsity
