@@ -21,14 +21,17 @@ from configs import imagenet_resnet50
 from configs import paper
 
 
-def get_config(arg: str | None = None):
+def mobilenet_config(version: int, arg: str | None):
+  """The ResNet-50 recipe with MobileNet v``version`` (shared by v1 and v2)."""
   a = paper.parse(arg, method='rigl', dist='uniform', sparsity='0.75',
                   mult='1')
   config = imagenet_resnet50.get_config(
       ','.join(f'{k}={a[k]}' for k in paper.KEYS))
-  config.model.name = 'mobilenet_v1'
+  config.model.name = f'mobilenet_v{version}'
   config.model.kwargs = {'width_multiplier': 1.0}
   config.optimizer.weight_decay = 4e-5
-  if 'custom_sparsity' in config.sparsity:
-    config.sparsity.custom_sparsity = {'conv_init/kernel': 0.0}
   return config
+
+
+def get_config(arg: str | None = None):
+  return mobilenet_config(1, arg)

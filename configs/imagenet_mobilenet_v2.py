@@ -17,18 +17,8 @@ Usage:
   python main.py --config configs/imagenet_mobilenet_v2.py:method=rigl,dist=uniform,sparsity=0.75 --workdir DIR
 """
 
-from configs import imagenet_resnet50
-from configs import paper
+from configs import imagenet_mobilenet_v1
 
 
 def get_config(arg: str | None = None):
-  a = paper.parse(arg, method='rigl', dist='uniform', sparsity='0.75',
-                  mult='1')
-  config = imagenet_resnet50.get_config(
-      ','.join(f'{k}={a[k]}' for k in paper.KEYS))
-  config.model.name = 'mobilenet_v2'
-  config.model.kwargs = {'width_multiplier': 1.0}
-  config.optimizer.weight_decay = 4e-5
-  if 'custom_sparsity' in config.sparsity:
-    config.sparsity.custom_sparsity = {'conv_init/kernel': 0.0}
-  return config
+  return imagenet_mobilenet_v1.mobilenet_config(2, arg)

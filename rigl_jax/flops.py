@@ -315,9 +315,7 @@ def _model_and_input(config: Any):
     num_train = _SHAKESPEARE_CHARS // seq_len
   elif name in _IMAGE_DATA:
     channels, classes, num_train = _IMAGE_DATA[name]
-    size = int(config.data.get('image_size') or 0) or {
-        'mnist': 28, 'fashion_mnist': 28, 'cifar10': 32, 'cifar100': 32,
-        'imagenet2012': 224}[name]
+    size = int(config.data.image_size)  # set by default_data_config
     shape, dtype = (size, size, channels), jnp.float32
   else:
     raise ValueError(f'unknown dataset {name!r}; valid names: '
