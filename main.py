@@ -2,8 +2,17 @@
 
 Hyperparameters live in the config; override any of them on the command line,
 e.g. ``--config.sparsity.sparsity=0.95 --config.sparsity.method=set``.
+
+Multi-host (GPU clusters, TPU pods): run the same command on every host with
+``--multihost``; `jax.distributed.initialize` then reads the coordinator,
+process count and index from the environment (TPU pods, SLURM, Open MPI, or
+``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``).
+
+Exit codes: 0 done, 2 bad input (config, data, checkpoint) or NaN/Inf loss
+(one ``error:`` line), 143 stopped by SIGTERM after saving a checkpoint.
 """
 
+import os
 import sys
 
 from absl import app
@@ -19,18 +28,29 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
                     'results.json are written; an existing run is resumed.')
 config_flags.DEFINE_config_file('config', None, 'The experiment config.',
                                 lock_config=True)
+flags.DEFINE_bool('multihost', None, 'Call jax.distributed.initialize() '
+                  'first. Default: when JAX_COORDINATOR_ADDRESS is set.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  logging.info('JAX devices: %s', jax.devices())
+  multihost = FLAGS.multihost
+  if multihost is None:
+    multihost = bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
+  if multihost:
+    jax.distributed.initialize()
+  logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
+               jax.process_count(), jax.devices())
   try:
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except ValueError as e:  # bad config, data or checkpoint: one clear line
+  except ValueError as e:  # bad config, data, checkpoint or NaN: one line
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    sys.exit(143)
   metric = ('test_bits_per_char' if 'test_bits_per_char' in results
             else 'test_accuracy')
   print(f"{metric}={results[metric]:.4f} "

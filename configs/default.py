@@ -60,4 +60,15 @@ def get_config() -> ml_collections.ConfigDict:
   # On CPU, reuse XLA's per-step scratch buffer instead of re-mapping it
   # (rigl_jax/cpu_allocator.py); process-wide, no effect on results.
   config.tune_cpu_allocator = True
+  # A NaN/Inf loss or gradient: 'stop' (error naming the step; the last good
+  # checkpoint is kept) or 'skip' (leave the state unchanged for that step).
+  config.on_nonfinite = 'stop'
+
+  # Devices: axis name -> size (-1: all remaining devices). Batches split
+  # along 'data'; kernels split along 'model' on their output dimension.
+  config.mesh = ml_collections.ConfigDict({'data': -1, 'model': 1})
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.rules = ()  # (path regex, spec) pairs, e.g.
+  #   (('Dense_0/kernel', (None, 'model')),); first match wins.
+  config.sharding.fsdp = False  # also split kernels along 'data' (ZeRO-3)
   return config

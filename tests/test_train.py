@@ -58,12 +58,7 @@ def test_default_config_few_steps_writes_results(tmp_path):
 
 
 def _final_state(workdir, config):
-  data, model, tx, _, _ = train.build(config)
-  state = train.create_train_state(config, model, tx, data.info,
-                                   jax.random.PRNGKey(config.seed))
-  import orbax.checkpoint as ocp
-  mgr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  return mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(state))
+  return train.restore_train_state(config, workdir)[0]
 
 
 def test_resume_continues_at_the_right_step_with_same_masks(tmp_path,
@@ -160,18 +155,19 @@ def _main(tmp_path, *overrides, workdir=None):
                         timeout=300)
 
 
-@pytest.mark.parametrize('override, needle', [
-    ('--config.model.name=resnet2', "valid names"),
-    ('--config.data.name=svhn', "valid names"),
-    ('--config.sparsity.method=lottery', "valid choices"),
-    ('--config.sparsity.distribution=gauss', "valid choices"),
-    ('--config.sparsity.sparsity=1.5', "[0, 1)"),
+@pytest.mark.parametrize('override, needles', [
+    ('--config.model.name=resnet2', ('config.model.name', "'resnet50'")),
+    ('--config.data.name=svhn', ('config.data.name', "'fashion_mnist'")),
+    ('--config.sparsity.method=lottery', ('config.sparsity.method', "'rigl'")),
+    ('--config.sparsity.distribution=gauss',
+     ('config.sparsity.distribution', "'erk'")),
+    ('--config.sparsity.sparsity=1.5', ('config.sparsity.sparsity', '[0, 1)')),
 ])
-def test_bad_config_one_clear_line(tmp_path, override, needle):
+def test_bad_config_one_clear_line(tmp_path, override, needles):
   proc = _main(tmp_path, override)
-  assert proc.returncode != 0
+  assert proc.returncode == 2
   err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert len(err) == 1 and needle in err[0]
+  assert len(err) == 1 and all(n in err[0] for n in needles), err
   assert 'Traceback' not in proc.stderr
 
 
