@@ -127,8 +127,13 @@ def pack_masks(state: Any) -> Any:
 
 
 def _packed_struct(mask: Any) -> jax.ShapeDtypeStruct:
+  """The packed form of ``mask``, replicated over the mask's devices."""
   n = int(np.prod(mask.shape))
-  return jax.ShapeDtypeStruct(((n + 7) // 8,), jnp.uint8)
+  sharding = getattr(mask, 'sharding', None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    sharding = jax.sharding.NamedSharding(sharding.mesh,
+                                          jax.sharding.PartitionSpec())
+  return jax.ShapeDtypeStruct(((n + 7) // 8,), jnp.uint8, sharding=sharding)
 
 
 def unpack_masks(packed: Any, target: Any) -> Any:

@@ -26,6 +26,7 @@ import math
 import re
 from typing import Any, Optional
 
+from absl import logging
 import jax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
@@ -49,7 +50,8 @@ def mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
     num_devices: devices available (over all processes).
 
   Returns:
-    axis name -> size, multiplying to ``num_devices``.
+    axis name -> size. Without a -1 axis the product may be smaller than
+    ``num_devices``: the mesh then uses the first devices only.
 
   Raises:
     ValueError: naming the bad sizes and the device count.
@@ -71,8 +73,8 @@ def mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
       raise ValueError(f'config.mesh {axes}: {num_devices} devices are not '
                        f'divisible by the fixed axes (product {fixed})')
     axes[free[0]] = num_devices // fixed
-  elif fixed != num_devices:
-    raise ValueError(f'config.mesh {axes} needs {fixed} devices, but '
+  elif fixed > num_devices:
+    raise ValueError(f'config.mesh {axes} needs {fixed} devices, but only '
                      f'{num_devices} are available; use -1 for one axis')
   return axes
 
@@ -90,6 +92,11 @@ def make_mesh(axes: Mapping[str, int],
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(axes, len(devices))
+  size = math.prod(shape.values())
+  if size < len(devices):
+    logging.warning('config.mesh %s uses %d of the %d devices.', shape, size,
+                    len(devices))
+    devices = devices[:size]
   if len(devices) == len(jax.devices()):
     from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh(tuple(shape.values()), devices)
