@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.end_fraction = 0.75  # end_step = 75% of training if unset
   config.sparsity.drop_fraction = 0.3
   config.sparsity.drop_fraction_schedule = 'cosine'
-  config.sparsity.seed = 0
+  # Initial random masks; None: config.seed.
+  config.sparsity.seed = ml_collections.config_dict.placeholder(int)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'
@@ -72,3 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
   #   (('Dense_0/kernel', (None, 'model')),); first match wins.
   config.sharding.fsdp = False  # also split kernels along 'data' (ZeRO-3)
   return config
+
+
+def get_sweep():
+  """The sweep `experiments/sweep.py` runs for this config: 2 methods x 2
+  sparsities (add seeds with 'seed': [0, 1, 2])."""
+  return {'sparsity.method': ['rigl', 'set'],
+          'sparsity.sparsity': [0.8, 0.9],
+          'seed': [0]}

@@ -141,10 +141,13 @@ def sparsity_fields(config: ml_collections.ConfigDict,
   """The ``config.sparsity`` fields for `rigl_jax.from_config`.
 
   ``end_step`` defaults to ``end_fraction`` (0.75) of training, as in the
-  paper; ``end_fraction`` itself is not a transform field.
+  paper; ``end_fraction`` itself is not a transform field. An unset
+  ``seed`` (the initial masks) is ``config.seed``.
   """
   fields = config.sparsity.to_dict()
   end_fraction = fields.pop('end_fraction', 0.75)
+  if fields.get('seed') is None:
+    fields['seed'] = config.seed
   if fields.get('end_step') is None:
     fields['end_step'] = max(fields.get('begin_step', 0) + 1,
                              int(end_fraction * total_steps))

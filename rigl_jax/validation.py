@@ -145,7 +145,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'drop_fraction_schedule': choice(*schedules.DROP_FRACTION_SCHEDULES),
         'is_sparse': is_sparse_check,
         'custom_sparsity': lambda v: None if v is None else mapping(v),
-        'seed': integer(0),
+        'seed': integer(0, none_ok=True),
         'erk_power_scale': number(0, float('inf')),
         'snfs_momentum': number(0, 1, hi_open=True),
         'snfs_redistribution': boolean,

@@ -1,0 +1,334 @@
+"""Sweeps: expand a config's sweep into runs, run or print them, collect.
+
+A config file describes its sweep next to ``get_config()``::
+
+  def get_sweep():
+    return {'sparsity.sparsity': [0.8, 0.9], 'sparsity.method': ['rigl', 'set'],
+            'seed': [0, 1, 2]}
+
+A dict is the product of its value lists; a list of such dicts is the union
+of their products (e.g. one entry for the dense baseline, one for the sparse
+grid). Every run gets its own workdir under ``--root``, named after its
+settings, so a sweep that is stopped and started again skips finished runs
+and resumes unfinished ones from their checkpoints.
+
+  # Run one after another on this machine:
+  python experiments/sweep.py run --config configs/default.py --root /tmp/sw
+  # One command per run, for a cluster or pod scheduler:
+  python experiments/sweep.py print --config configs/default.py --root DIR
+  # Table of every run's results.json (mean +- std over seeds):
+  python experiments/sweep.py collect --root /tmp/sw
+
+``--set key=value`` (repeatable) overrides a field in every run, e.g.
+``--set num_epochs=3``; ``--sweep NAME`` picks ``get_sweep(NAME)`` when a
+config file has several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import inspect
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Results fields summarised per group, in table order (those present).
+METRICS = ('test_accuracy', 'test_bits_per_char', 'test_loss',
+           'global_sparsity', 'wall_time_s')
+
+
+def load_sweep(config: str, name: Optional[str] = None) -> Any:
+  """The sweep a config file declares with ``get_sweep()``.
+
+  Args:
+    config: path of the config file (an optional ``:arg`` suffix is kept for
+      ``main.py`` and ignored here).
+    name: passed to ``get_sweep(name)`` if given.
+
+  Returns:
+    A dict of field -> values, or a list of them.
+
+  Raises:
+    ValueError: the file has no ``get_sweep``.
+  """
+  path = config.split(':', 1)[0]
+  spec = importlib.util.spec_from_file_location('_sweep_config', path)
+  if spec is None or not os.path.exists(path):
+    raise ValueError(f'config file {path!r} not found')
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, REPO)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'{path} defines no get_sweep(); add one returning '
+                     "{'field': [values, ...], ...}")
+  fn = module.get_sweep
+  if name is not None:
+    return fn(name)
+  if inspect.signature(fn).parameters:
+    return fn(None)
+  return fn()
+
+
+def expand(sweep: Any) -> list[dict[str, Any]]:
+  """The runs of a sweep: one dict of field -> value per run.
+
+  Args:
+    sweep: a dict of field -> list of values (their product), or a list of
+      such dicts (the union of their products, duplicates dropped).
+
+  Returns:
+    The runs, in a stable order.
+
+  Raises:
+    ValueError: for a malformed sweep.
+  """
+  parts = sweep if isinstance(sweep, (list, tuple)) else [sweep]
+  runs, seen = [], set()
+  for part in parts:
+    if not isinstance(part, dict) or not part:
+      raise ValueError('a sweep is a non-empty dict of field -> list of '
+                       f'values, or a list of them; got {part!r}')
+    keys = list(part)
+    values = []
+    for k in keys:
+      v = part[k]
+      values.append(list(v) if isinstance(v, (list, tuple)) else [v])
+    for combo in itertools.product(*values):
+      run = dict(zip(keys, combo))
+      key = json.dumps(run, sort_keys=True, default=str)
+      if key not in seen:
+        seen.add(key)
+        runs.append(run)
+  return runs
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  if isinstance(value, (list, tuple)):
+    return '-'.join(_fmt(v) for v in value)
+  return str(value)
+
+
+def run_name(run: dict[str, Any]) -> str:
+  """A folder name for a run, e.g. ``method=rigl,sparsity=0.9,seed=0``."""
+  parts = [f'{k.split(".")[-1]}={_fmt(v)}' for k, v in run.items()]
+  return re.sub(r'[^A-Za-z0-9=,._-]', '_', ','.join(parts))
+
+
+def _flag_value(value: Any) -> str:
+  if isinstance(value, (list, tuple)):
+    return '(' + ', '.join(_flag_value(v) for v in value) + (
+        ',)' if len(value) == 1 else ')')
+  return str(value)
+
+
+def command(config: str, workdir: str, run: dict[str, Any],
+            python: str = sys.executable) -> list[str]:
+  """The ``main.py`` command line of one run."""
+  cmd = [python, os.path.join(REPO, 'main.py'), '--config', config,
+         '--workdir', workdir]
+  cmd += [f'--config.{k}={_flag_value(v)}' for k, v in run.items()]
+  return cmd
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+  out = {}
+  for item in items:
+    if '=' not in item:
+      raise ValueError(f'--set expects key=value, got {item!r}')
+    k, v = item.split('=', 1)
+    out[k] = v
+  return out
+
+
+def plan(config: str, root: str, sweep_name: Optional[str] = None,
+         sets: Optional[dict[str, Any]] = None,
+         python: str = sys.executable) -> list[dict[str, Any]]:
+  """Expands a config's sweep into runs with workdirs and commands, and
+  writes the plan to ``<root>/sweep.json``."""
+  runs = expand(load_sweep(config, sweep_name))
+  path, sep, arg = config.partition(':')
+  config = os.path.abspath(path) + sep + arg
+  os.makedirs(root, exist_ok=True)
+  planned = []
+  for run in runs:
+    workdir = os.path.join(os.path.abspath(root), run_name(run))
+    settings = dict(run, **(sets or {}))
+    planned.append({'name': run_name(run), 'settings': run,
+                    'workdir': workdir,
+                    'command': command(config, workdir, settings, python)})
+  with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
+    json.dump({'config': config, 'sets': sets or {}, 'runs': planned}, f,
+              indent=2, default=str)
+  return planned
+
+
+def run_all(planned: list[dict[str, Any]]) -> list[str]:
+  """Runs the planned runs one after another, skipping finished ones.
+
+  Returns:
+    Names of the runs that failed (their log is ``<workdir>/sweep.log``).
+  """
+  failed = []
+  for i, run in enumerate(planned):
+    if os.path.exists(os.path.join(run['workdir'], 'results.json')):
+      print(f'[{i + 1}/{len(planned)}] {run["name"]}: done already')
+      continue
+    os.makedirs(run['workdir'], exist_ok=True)
+    t = time.time()
+    with open(os.path.join(run['workdir'], 'sweep.log'), 'a',
+              encoding='utf-8') as log:
+      proc = subprocess.run(run['command'], stdout=log,
+                            stderr=subprocess.STDOUT, cwd=REPO, check=False)
+    status = 'ok' if proc.returncode == 0 else f'FAILED ({proc.returncode})'
+    print(f'[{i + 1}/{len(planned)}] {run["name"]}: {status} in '
+          f'{time.time() - t:.0f} s', flush=True)
+    if proc.returncode:
+      failed.append(run['name'])
+  return failed
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+  for part in dotted.split('.'):
+    if not isinstance(d, dict) or part not in d:
+      return None
+    d = d[part]
+  return d
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+  m = sum(xs) / len(xs)
+  if len(xs) < 2:
+    return m, 0.0
+  return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def collect(root: str, group_by: Optional[list[str]] = None,
+            seed_field: str = 'seed') -> tuple[list[str], list[dict]]:
+  """Groups every run's ``results.json`` under ``root`` (over seeds).
+
+  Args:
+    root: the sweep root (``sweep.json`` there names the swept fields).
+    group_by: fields to group by; default: the swept fields but the seed.
+    seed_field: the field averaged over.
+
+  Returns:
+    ``(columns, rows)``: per group, the group's field values, the number of
+    runs ``n``, and ``<metric>_mean`` / ``<metric>_std`` for each metric.
+  """
+  with open(os.path.join(root, 'sweep.json'), encoding='utf-8') as f:
+    planned = json.load(f)['runs']
+  if group_by is None:
+    group_by = []
+    for run in planned:
+      group_by += [k for k in run['settings']
+                   if k != seed_field and k not in group_by]
+  groups: dict[tuple, list[dict]] = {}
+  for run in planned:
+    path = os.path.join(run['workdir'], 'results.json')
+    if not os.path.exists(path):
+      continue
+    with open(path, encoding='utf-8') as f:
+      res = json.load(f)
+    key = tuple(_fmt(_get(res['config'], g)) for g in group_by)
+    groups.setdefault(key, []).append(res)
+  metrics = [m for m in METRICS
+             if any(m in r for rs in groups.values() for r in rs)]
+  rows = []
+  for key, results in groups.items():
+    row = dict(zip(group_by, key))
+    row['n'] = len(results)
+    for m in metrics:
+      vals = [float(r[m]) for r in results if m in r]
+      row[f'{m}_mean'], row[f'{m}_std'] = _mean_std(vals)
+    rows.append(row)
+  columns = group_by + ['n'] + [f'{m}_{s}' for m in metrics
+                                for s in ('mean', 'std')]
+  return columns, rows
+
+
+def write_tables(root: str, columns: list[str], rows: list[dict],
+                 stem: str = 'results') -> tuple[str, str]:
+  """Writes ``<root>/<stem>.csv`` and ``<root>/<stem>.md``; returns paths."""
+  csv_path = os.path.join(root, f'{stem}.csv')
+  with open(csv_path, 'w', newline='', encoding='utf-8') as f:
+    w = csv.DictWriter(f, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
+  keys = [c for c in columns if not c.endswith(('_mean', '_std'))]
+  metrics = [c[:-5] for c in columns if c.endswith('_mean')]
+  lines = ['| ' + ' | '.join(keys + metrics) + ' |',
+           '|' + '---|' * (len(keys) + len(metrics))]
+  for row in rows:
+    cells = [str(row[k]) for k in keys]
+    for m in metrics:
+      mean, std = row[f'{m}_mean'], row[f'{m}_std']
+      if m == 'test_accuracy':
+        cells.append(f'{100 * mean:.2f} ± {100 * std:.2f}')
+      elif m == 'wall_time_s':
+        cells.append(f'{mean:.0f}')
+      else:
+        cells.append(f'{mean:.4f} ± {std:.4f}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  md_path = os.path.join(root, f'{stem}.md')
+  with open(md_path, 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  return csv_path, md_path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('action', choices=('run', 'print', 'collect'))
+  parser.add_argument('--config', help='config file declaring get_sweep()')
+  parser.add_argument('--root', required=True, help='one folder per run here')
+  parser.add_argument('--sweep', default=None, help='get_sweep(NAME)')
+  parser.add_argument('--set', action='append', default=[],
+                      metavar='KEY=VALUE', help='override in every run')
+  parser.add_argument('--group_by', default=None,
+                      help='comma-separated fields (collect)')
+  args = parser.parse_args(argv)
+  try:
+    if args.action == 'collect':
+      columns, rows = collect(
+          args.root, args.group_by.split(',') if args.group_by else None)
+      paths = write_tables(args.root, columns, rows)
+      print(open(paths[1], encoding='utf-8').read(), end='')
+      print(f'wrote {paths[0]} and {paths[1]}')
+      return 0
+    if not args.config:
+      raise ValueError(f'{args.action} needs --config')
+    planned = plan(args.config, args.root, args.sweep, _parse_sets(args.set),
+                   python='python' if args.action == 'print' else
+                   sys.executable)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if args.action == 'print':
+    for run in planned:
+      print(shlex.join(run['command']))
+    return 0
+  failed = run_all(planned)
+  columns, rows = collect(args.root)
+  paths = write_tables(args.root, columns, rows)
+  print(f'wrote {paths[0]} and {paths[1]}')
+  if failed:
+    print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}',
+          file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
