@@ -577,6 +577,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       batch = sharding_lib.global_batch(next(batches), batch_sharding)
       state, metrics = train_step(state, batch)
       _fault_point('after_step', step)
+      if pending:
+        # At most two steps in flight: keeps dispatch ahead of the device
+        # and avoids XLA:CPU collective deadlocks with many queued steps.
+        jax.block_until_ready(pending[-1]['loss'])
       pending.append(metrics)
       if on_nonfinite == 'stop':
         unchecked.append((step, metrics))
