@@ -22,6 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from rigl_jax import train
+from rigl_jax.tickets import search as ticket_search
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
@@ -44,7 +45,10 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   try:
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.get('ticket_search') is not None:  # 'cs' or 'imp'
+      results = ticket_search.run(FLAGS.config, FLAGS.workdir)
+    else:
+      results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except ValueError as e:  # bad config, data, checkpoint or NaN: one line
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

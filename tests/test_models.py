@@ -14,8 +14,8 @@ _MNIST_SHAPE = (2, 28, 28, 1)
 _CIFAR_SHAPE = (2, 32, 32, 3)
 # Models meant for 28x28x1 inputs; every other image model gets 32x32x3.
 _MNIST_MODELS = ('lenet_300_100', 'lenet5', 'mlp', 'small_cnn')
-_BN_MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'wrn_22_8',
-              'wrn_22_2', 'wrn_16_4', 'wrn_28_10', 'mobilenet_v1',
+_BN_MODELS = ('resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101',
+              'wrn_22_8', 'wrn_22_2', 'wrn_16_4', 'wrn_28_10', 'mobilenet_v1',
               'mobilenet_v2')
 _IMAGE_MODELS = _BN_MODELS + _MNIST_MODELS
 
@@ -381,6 +381,6 @@ def test_unknown_kwarg_raises_type_error():
 
 def test_registry_names():
   assert set(models.MODELS) == {
-      'resnet18', 'resnet34', 'resnet50', 'resnet101', 'wrn_22_8', 'wrn_22_2',
-      'wrn_16_4', 'wrn_28_10', 'mobilenet_v1', 'mobilenet_v2',
+      'resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101', 'wrn_22_8',
+      'wrn_22_2', 'wrn_16_4', 'wrn_28_10', 'mobilenet_v1', 'mobilenet_v2',
       'lenet_300_100', 'lenet5', 'mlp', 'small_cnn', 'char_lstm'}

@@ -25,6 +25,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from rigl_jax.models.cifar_resnet import CifarResNet
+from rigl_jax.models.cifar_resnet import ResNet20
 from rigl_jax.models.lenet import LeNet300100
 from rigl_jax.models.lenet import LeNet5
 from rigl_jax.models.lstm import CharLSTM
@@ -49,6 +51,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'resnet34': ResNet34,
     'resnet50': ResNet50,
     'resnet101': ResNet101,
+    'resnet20': ResNet20,
     'wrn_22_8': WRN_22_8,
     'wrn_22_2': WRN_22_2,
     'wrn_16_4': WRN_16_4,
@@ -89,6 +92,7 @@ def get_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
 
 __all__ = (
     'CharLSTM',
+    'CifarResNet',
     'LSTMCell',
     'LeNet300100',
     'LeNet5',
@@ -99,6 +103,7 @@ __all__ = (
     'ResNet',
     'ResNet101',
     'ResNet18',
+    'ResNet20',
     'ResNet34',
     'ResNet50',
     'SmallCNN',
