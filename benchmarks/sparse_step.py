@@ -66,37 +66,46 @@ def step_times(args) -> None:
   print(f'model: MLP 784-{args.width}x3-10 ({n_params / 1e6:.2f}M params), '
         f'batch {args.batch}, sgd+nesterov, {jax.devices()[0].platform}')
 
-  def make_step(tx):
+  def make_step(tx, mask_update=None):
     def step(p, s):
       g = jax.grad(loss)(p, x, y)
-      u, s = tx.update(g, s, p)
+      if mask_update is None:
+        u, s = tx.update(g, s, p)
+      else:
+        u, s = tx.update(g, s, p, mask_update=mask_update)
       return optax.apply_updates(p, u), s
     return jax.jit(step, donate_argnums=(0, 1))
 
   # Each step donates its inputs, so give every timing fresh copies.
   dense = _time_fresh(make_step(inner), params, inner.init(params), args)
   print(f'{"dense step":<28}{dense * 1e3:9.2f} ms   1.000x')
+  print('Two programs (the loop passes mask_update=True/False, as train.py '
+        'does); the last column is the single program with lax.cond.')
   print(f'{"method":<10}{"sparse step":>14}{"update step":>14}'
-        f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>10}')
+        f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>10}'
+        f'{"cond step":>14}')
   for method in ['static', 'set', 'snfs', 'rigl', 'pruning']:
     common = dict(sparsity=0.9, distribution='erk')
     if method == 'static':
-      tx_plain = rigl_jax.static(inner, **common)
-      t_plain = _time_fresh(make_step(tx_plain),
-                            *rigl_jax.masked_init(tx_plain, params), args)
-      t_upd = t_plain
+      tx = rigl_jax.static(inner, **common)
+      t_plain = _time_fresh(make_step(tx), *rigl_jax.masked_init(tx, params),
+                            args)
+      t_upd = t_cond = t_plain
     else:
-      tx_plain = rigl_jax.sparsify(inner, method, begin_step=10**8,
-                                   end_step=10**8 + 1, **common)
-      tx_upd = rigl_jax.sparsify(inner, method, update_freq=1, end_step=10**8,
-                                 drop_fraction_schedule='constant', **common)
-      t_plain = _time_fresh(make_step(tx_plain),
-                            *rigl_jax.masked_init(tx_plain, params), args)
-      t_upd = _time_fresh(make_step(tx_upd),
-                          *rigl_jax.masked_init(tx_upd, params), args)
+      tx = rigl_jax.sparsify(inner, method, update_freq=1, end_step=10**8,
+                             drop_fraction_schedule='constant', **common)
+      t_plain = _time_fresh(make_step(tx, False),
+                            *rigl_jax.masked_init(tx, params), args)
+      t_upd = _time_fresh(make_step(tx, True),
+                          *rigl_jax.masked_init(tx, params), args)
+      tx_cond = rigl_jax.sparsify(inner, method, begin_step=10**8,
+                                  end_step=10**8 + 1, **common)
+      t_cond = _time_fresh(make_step(tx_cond),
+                           *rigl_jax.masked_init(tx_cond, params), args)
     amort = ((args.update_freq - 1) * t_plain + t_upd) / args.update_freq
     print(f'{method:<10}{t_plain * 1e3:11.2f} ms{t_upd * 1e3:11.2f} ms'
-          f'{amort * 1e3:13.2f} ms{amort / dense:9.3f}x')
+          f'{amort * 1e3:13.2f} ms{amort / dense:9.3f}x'
+          f'{t_cond * 1e3:11.2f} ms')
 
 
 def _time_fresh(step, p, s, args) -> float:

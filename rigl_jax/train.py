@@ -33,6 +33,7 @@ from rigl_jax import checkpoints as checkpoints_lib
 from rigl_jax import cpu_allocator
 from rigl_jax import data as data_lib
 from rigl_jax import models as models_lib
+from rigl_jax import schedules
 from rigl_jax import sharding as sharding_lib
 from rigl_jax import validation
 
@@ -216,11 +217,14 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
     batch_sharding: sharding of every batch array.
 
   Returns:
-    ``step(state, batch) -> (state, metrics)``, jitted, donating the state.
+    ``step(state, batch, mask_update=None) -> (state, metrics)``, jitted,
+    donating the state. ``mask_update`` (a Python bool, static; see
+    `mask_update_schedule`) compiles the plain step and the mask-update step
+    as two programs; None keeps one program with a `lax.cond`.
   """
   inputs_key = 'image' if kind == 'image' else 'inputs'
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, mask_update=None):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
@@ -237,13 +241,17 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
     (loss, (batch_stats, acc)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     finite = _all_finite(loss, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                   mask_update=mask_update)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     if on_nonfinite == 'skip':
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                new_state, state)
+      # The sparse schedule counts every step, skipped or not.
+      new_state = new_state.replace(opt_state=_set_sparse_step(
+          new_state.opt_state, rigl_jax.get_sparse_state(opt_state).step))
     sparse = rigl_jax.get_sparse_state(new_state.opt_state)
     metrics = {'loss': loss, 'accuracy': acc, 'learning_rate': lr_fn(state.step),
                'drop_fraction': sparse.drop_fraction,
@@ -251,10 +259,38 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
     return new_state.replace(step=state.step + 1), metrics
 
   if state_sharding is None:
-    return jax.jit(train_step, donate_argnums=(0,))
+    return jax.jit(train_step, donate_argnums=(0,),
+                   static_argnums=(2,))
   return jax.jit(train_step, donate_argnums=(0,),
+                 static_argnums=(2,),
                  in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, None))
+
+
+def _set_sparse_step(opt_state: Any, step: jax.Array) -> Any:
+  def visit(x):
+    if isinstance(x, rigl_jax.SparseState):
+      return x._replace(step=step)
+    return x
+  return jax.tree.map(visit, opt_state,
+                      is_leaf=lambda x: isinstance(x, rigl_jax.SparseState))
+
+
+def mask_update_schedule(config: ml_collections.ConfigDict,
+                         total_steps: int) -> Callable[[int], bool]:
+  """Host-side: whether the optimizer's ``t``-th update (0-based) changes the
+  masks, from the same fields `create_optimizer` uses. Lets the loop run a
+  plain-step program and a mask-update program instead of one program with
+  a `lax.cond` holding both."""
+  fields = sparsity_fields(config, total_steps)
+  method = fields['method']
+  if method in ('dense', 'static'):
+    return lambda t: False
+  kwargs = dict(update_freq=fields.get('update_freq', 100),
+                begin_step=fields.get('begin_step', 0),
+                end_step=fields['end_step'],
+                include_end=method == 'pruning')
+  return lambda t: bool(schedules.is_update_step(t, **kwargs))
 
 
 def make_eval_step(model: nn.Module, kind: str, num_classes: int,
@@ -562,6 +598,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state_sharding=state_sharding, batch_sharding=batch_sharding)
   eval_step = make_eval_step(model, info.kind, info.num_classes,
                              state_sharding, batch_sharding)
+  is_mask_update = mask_update_schedule(config, total_steps)
   eval_split = config.get('eval_split') or next(iter(info.num_eval))
   log_every = config.log_every_steps
   eval_every = config.eval_every_steps or total_steps
@@ -575,7 +612,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with _SigtermFlag() as sigterm:
     for step in range(start_step + 1, total_steps + 1):
       batch = sharding_lib.global_batch(next(batches), batch_sharding)
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, is_mask_update(step - 1))
       _fault_point('after_step', step)
       if pending:
         # At most two steps in flight: keeps dispatch ahead of the device

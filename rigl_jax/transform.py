@@ -315,10 +315,19 @@ def sparsify(inner: optax.GradientTransformation,
                                              valid=mask_leaves[i])
     return jax.tree.unflatten(treedef, new_leaves)
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, mask_update=None,
+                **extra_args):
+    """One step. ``mask_update`` (optional, a Python bool known when tracing)
+    tells whether this step is a mask-update step, as the schedule says;
+    given, the step compiles without `lax.cond` (two programs for the caller
+    to pick from on the host, cheaper than one program with both branches).
+    Left None, the schedule is evaluated on device."""
     if params is None:
       raise ValueError('sparsify(...).update needs params: call '
                        'tx.update(grads, state, params)')
+    if mask_update is not None and not isinstance(mask_update, bool):
+      raise ValueError('mask_update must be None, True or False (a Python '
+                       f'bool, static under jit); got {mask_update!r}')
     aux = m.update_aux(state.aux, updates, state.masks)
     # The ordinary step is computed on every step; on mask-update steps only
     # the masks come out of a `lax.cond` (small bool outputs), and selects
@@ -326,7 +335,7 @@ def sparsify(inner: optax.GradientTransformation,
     # a small MLP; see benchmarks/sparse_step.py.)
     new_updates, inner_state = inner_step(updates, state, params, state.masks,
                                           extra_args)
-    if m.kind in ('dense', 'static'):
+    if m.kind in ('dense', 'static') or mask_update is False:
       return new_updates, state._replace(
           step=optax.safe_increment(state.step), inner_state=inner_state,
           aux=aux)
@@ -358,10 +367,14 @@ def sparsify(inner: optax.GradientTransformation,
         removed = churn(mk, new_masks)
         return removed, removed, new_masks, no_grown
 
-    frac, mask_churn, new_masks, grown = jax.lax.cond(
-        is_update, masked_branch,
-        lambda _: (state.drop_fraction, state.mask_churn, state.masks,
-                   no_grown), None)
+    if mask_update:
+      is_update = True
+      frac, mask_churn, new_masks, grown = masked_branch(None)
+    else:
+      frac, mask_churn, new_masks, grown = jax.lax.cond(
+          is_update, masked_branch,
+          lambda _: (state.drop_fraction, state.mask_churn, state.masks,
+                     no_grown), None)
 
     if m.kind == 'dst':
       # Algorithm 1: on a mask update the weight update is skipped; dropped

@@ -445,3 +445,45 @@ def test_bad_custom_sparsity_and_config_fields():
   state = tx.init(helpers.mlp_params())
   with pytest.raises(ValueError, match='needs params'):
     tx.update(helpers.mlp_params(), state)
+
+
+@pytest.mark.parametrize('method', ['set', 'snfs', 'rigl', 'pruning'])
+def test_host_chosen_mask_update_equals_the_cond_program(method):
+  # train.py compiles a plain step and a mask-update step and picks one on
+  # the host; both must give what the single lax.cond program gives (the
+  # same masks; floats up to rounding, as XLA fuses them differently).
+  params = helpers.mlp_params()
+  tx = rigl_jax.sparsify(optax.sgd(0.1, momentum=0.9), method, sparsity=0.8,
+                         update_freq=3, begin_step=1, end_step=10)
+  schedule = lambda t: bool(rigl_jax.schedules.is_update_step(
+      t, update_freq=3, begin_step=1, end_step=10,
+      include_end=method == 'pruning'))
+
+  def make(mask_update):
+    @jax.jit
+    def step(p, s, b):
+      g = jax.grad(helpers.loss_fn)(p, b)
+      u, s = tx.update(g, s, p, mask_update=mask_update)
+      return optax.apply_updates(p, u), s
+    return step
+
+  steps = {None: make(None), True: make(True), False: make(False)}
+  p1, s1 = rigl_jax.masked_init(tx, params)
+  p2, s2 = p1, s1
+  changed = 0
+  for t in range(12):
+    b = helpers.batch(t)
+    p1, s1 = steps[None](p1, s1, b)
+    old = rigl_jax.get_masks(s2)
+    p2, s2 = steps[schedule(t)](p2, s2, b)
+    changed += any(bool(jnp.any(a != c)) for a, c in zip(
+        jax.tree.leaves(old), jax.tree.leaves(rigl_jax.get_masks(s2))))
+    for a, c in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
+      if a.dtype == jnp.bool_:  # masks: identical
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+      else:  # other fusions: float rounding only
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5,
+                                   atol=1e-7)
+  assert changed >= 3
+  with pytest.raises(ValueError, match='mask_update must be'):
+    tx.update(params, s1, params, mask_update=jnp.asarray(True))
