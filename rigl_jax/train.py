@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers
@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 import rigl_jax
 from rigl_jax import checkpoints as checkpoints_lib
@@ -155,10 +154,11 @@ def sparsity_fields(config: ml_collections.ConfigDict,
   return fields
 
 
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                     lr_fn: optax.Schedule
-                     ) -> optax.GradientTransformationExtraArgs:
-  """SGD with (Nesterov) momentum and weight decay, wrapped by `sparsify`."""
+def create_inner_optimizer(config: ml_collections.ConfigDict,
+                           lr_fn: optax.Schedule
+                           ) -> optax.GradientTransformation:
+  """The optimizer `sparsify` wraps: SGD with (Nesterov) momentum or Adam,
+  weight decay on kernels, optional global-norm clipping first."""
   opt = config.optimizer
   if opt.name == 'sgd':
     base = optax.sgd(lr_fn, momentum=opt.momentum or None,
@@ -173,10 +173,18 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
       optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), base)
   if opt.get('grad_clip_norm'):
     inner = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), inner)
-  return rigl_jax.from_config(inner, sparsity_fields(config, total_steps))
+  return inner
 
 
-def _loss_and_metrics(logits, batch, kind: str, num_classes: int,
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                     lr_fn: optax.Schedule
+                     ) -> optax.GradientTransformationExtraArgs:
+  """`create_inner_optimizer` wrapped by `sparsify` from ``config.sparsity``."""
+  return rigl_jax.from_config(create_inner_optimizer(config, lr_fn),
+                              sparsity_fields(config, total_steps))
+
+
+def loss_and_metrics(logits, batch, kind: str, num_classes: int,
                       label_smoothing: float):
   """Cross-entropy (label-smoothed for training) and accuracy, per example."""
   labels = batch['label'] if kind == 'image' else batch['targets']
@@ -234,7 +242,7 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
       logits, new_vars = model.apply(
           variables, batch[inputs_key], train=True, mutable=['batch_stats'],
           rngs={'dropout': rng})
-      loss, correct = _loss_and_metrics(logits, batch, kind, num_classes,
+      loss, correct = loss_and_metrics(logits, batch, kind, num_classes,
                                         label_smoothing)
       return loss.mean(), (new_vars.get('batch_stats'), correct.mean())
 
@@ -304,7 +312,7 @@ def make_eval_step(model: nn.Module, kind: str, num_classes: int,
     if state.batch_stats is not None:
       variables['batch_stats'] = state.batch_stats
     logits = model.apply(variables, batch[inputs_key], train=False)
-    loss, correct = _loss_and_metrics(logits, batch, kind, num_classes, 0.0)
+    loss, correct = loss_and_metrics(logits, batch, kind, num_classes, 0.0)
     w = batch['mask']
     return {'loss': jnp.sum(loss * w), 'correct': jnp.sum(correct * w),
             'count': jnp.sum(w)}

@@ -148,27 +148,6 @@ class Setup(NamedTuple):
   evaluate: Callable[[Any, Any], dict[str, float]]
 
 
-def inner_optimizer(config: ml_collections.ConfigDict,
-                    lr_fn: optax.Schedule) -> optax.GradientTransformation:
-  """The optimizer `train.create_optimizer` wraps: SGD/Adam, weight decay on
-  kernels, optional clipping (same fields, same order)."""
-  opt = config.optimizer
-  if opt.name == 'sgd':
-    base = optax.sgd(lr_fn, momentum=opt.momentum or None,
-                     nesterov=opt.nesterov)
-  elif opt.name == 'adam':
-    base = optax.adam(lr_fn)
-  else:
-    raise ValueError(f"unknown optimizer {opt.name!r}; valid choices are "
-                     "['sgd', 'adam']")
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  inner = optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), base)
-  if opt.get('grad_clip_norm'):
-    inner = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), inner)
-  return inner
-
-
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   """Validates ``config`` and builds data, model, steps and the static
   optimizer factory ``static_tx(masks)`` (None: every weight active)."""
@@ -182,7 +161,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
     cpu_allocator.keep_large_allocations_on_heap()
   data, model, _, lr_fn, total_steps = train.build(config)
   info = data.info
-  inner = inner_optimizer(config, lr_fn)
+  inner = train.create_inner_optimizer(config, lr_fn)
   fields = train.sparsity_fields(config, total_steps)
   # Only `is_sparse` (which leaves are prunable) matters for a ticket search;
   # with init_masks the sparsity itself comes from the masks.
@@ -402,7 +381,7 @@ def make_search_step(model, tx, mask_tx, kind: str, num_classes: int,
           variables, batch[inputs_key], train=True, mutable=['batch_stats'],
           rngs={'dropout': rng})
       # pylint: disable-next=protected-access
-      loss, correct = train._loss_and_metrics(out, batch, kind, num_classes,
+      loss, correct = train.loss_and_metrics(out, batch, kind, num_classes,
                                               label_smoothing)
       pen = cs.penalty(logits, beta)
       return loss.mean() + lam * pen, (new_vars.get('batch_stats'),
