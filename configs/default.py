@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.end_fraction = 0.75  # end_step = 75% of training if unset
   config.sparsity.drop_fraction = 0.3
   config.sparsity.drop_fraction_schedule = 'cosine'
+  # 'unstructured', or 'N:M' (e.g. '2:4' with sparsity 0.5): N nonzeros in
+  # every group of M inputs; drops and growths keep the structure.
+  config.sparsity.structure = 'unstructured'
   # Initial random masks; None: config.seed.
   config.sparsity.seed = ml_collections.config_dict.placeholder(int)
 

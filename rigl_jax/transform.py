@@ -34,6 +34,7 @@ from rigl_jax import methods as methods_lib
 from rigl_jax import paths as paths_lib
 from rigl_jax import schedules
 from rigl_jax import selection
+from rigl_jax import structure as structure_lib
 from rigl_jax.methods.snfs import redistribute_counts
 
 
@@ -90,6 +91,22 @@ def _param_subtrees_map(fn, state: Any, params: Any, *trees: Any) -> Any:
   return jax.tree.map(visit, state, is_leaf=mirrors)
 
 
+def _nm_random_masks(params: Any, flags: Any, nm: structure_lib.NM,
+                     key: jax.Array) -> Any:
+  """Random N:M masks for the sparse leaves, after checking their shapes
+  (only the checks if ``key`` is None)."""
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  out = []
+  for i, ((path, p), f) in enumerate(zip(flat, jax.tree.leaves(flags))):
+    if not f:
+      out.append(None)
+      continue
+    structure_lib.check_shape(paths_lib.path_str(path), np.shape(p), nm)
+    out.append(None if key is None else structure_lib.random_mask(
+        jax.random.fold_in(key, i), np.shape(p), nm))
+  return jax.tree.unflatten(treedef, out)
+
+
 def _check_schedule_args(kind: str, update_freq: Any, begin_step: Any,
                          end_step: Any, drop_fraction: float) -> None:
   if not isinstance(update_freq, (int, np.integer)) or update_freq < 1:
@@ -128,6 +145,7 @@ def sparsify(inner: optax.GradientTransformation,
              snfs_redistribution: bool = False,
              pruning_scope: str = 'layer',
              pruning_initial_sparsity: float = 0.0,
+             structure: Any = 'unstructured',
              ) -> optax.GradientTransformationExtraArgs:
   """Wraps ``inner`` so that it trains a sparse network.
 
@@ -156,7 +174,12 @@ def sparsify(inner: optax.GradientTransformation,
     snfs_momentum: SNFS's EMA decay of the dense gradients.
     snfs_redistribution: SNFS's cross-layer redistribution of regrowth.
     pruning_scope: ``'layer'`` or ``'global'`` magnitude ranking.
-    pruning_initial_sparsity: s_i of the pruning schedule.
+    pruning_initial_sparsity: s_i of the pruning schedule (capped at each
+      leaf's final sparsity, or at ``sparsity`` for the global scope).
+    structure: ``'unstructured'``, or ``'N:M'`` (e.g. ``'2:4'``): every
+      sparse kernel keeps exactly N nonzeros in each group of M along its
+      input dimension (see `rigl_jax.structure`); ``sparsity`` must then be
+      1 - N/M, and drops/growths stay within the structure.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`. Its ``update`` requires
@@ -192,6 +215,22 @@ def sparsify(inner: optax.GradientTransformation,
                        drop_fraction)
   paths_lib.make_is_sparse(is_sparse)
   custom_sparsity = dict(custom_sparsity or {})
+  nm = structure_lib.parse(structure)
+  if nm is not None and m.kind != 'dense':
+    if abs(sparsity - structure_lib.sparsity_of(nm)) > 1e-6:
+      raise ValueError(
+          f'structure {nm[0]}:{nm[1]} fixes every sparse layer at sparsity '
+          f'{structure_lib.sparsity_of(nm):g} (1 - N/M); got sparsity='
+          f'{sparsity:g}')
+    if custom_sparsity:
+      raise ValueError('custom_sparsity cannot be combined with an N:M '
+                       'structure; exclude layers with is_sparse instead')
+    if m.redistribute:
+      raise ValueError('snfs_redistribution moves connections between '
+                       'layers, which an N:M structure forbids')
+    if m.kind == 'pruning' and m.global_scope:
+      raise ValueError("pruning_scope='global' cannot keep an N:M "
+                       "structure; use pruning_scope='layer'")
   seed = int(seed)
 
   def leaf_flags(params):
@@ -200,6 +239,10 @@ def sparsify(inner: optax.GradientTransformation,
     return paths_lib.sparse_leaf_flags(params, is_sparse)
 
   def leaf_sparsities(params):
+    if nm is not None:
+      return jax.tree.map(
+          lambda f: structure_lib.sparsity_of(nm) if f else 0.0,
+          paths_lib.sparse_leaf_flags(params, is_sparse))
     return distributions.sparsity_distribution(
         params, sparsity, distribution, is_sparse=is_sparse,
         custom_sparsity=custom_sparsity, erk_power_scale=erk_power_scale)
@@ -212,6 +255,10 @@ def sparsify(inner: optax.GradientTransformation,
       masks = masks_lib.check_init_masks(init_masks, params, flags)
     elif m.kind == 'pruning':
       masks = masks_lib.sparse_masks_like(params, flags, True)
+      if nm is not None:
+        _nm_random_masks(params, flags, nm, None)  # shape checks only
+    elif nm is not None:
+      masks = _nm_random_masks(params, flags, nm, jax.random.PRNGKey(seed))
     else:
       masks = masks_lib.random_masks(params, leaf_sparsities(params), flags,
                                      jax.random.PRNGKey(seed))
@@ -280,7 +327,10 @@ def sparsify(inner: optax.GradientTransformation,
 
     new_leaves, grown_leaves = list(mask_leaves), list(mask_leaves)
     for i in idx:
-      grow = selection.top_k_mask(scores[i], n_grow[i], valid=~kept[i])
+      if nm is not None:  # each group regrows what it lost
+        grow = structure_lib.regrow(kept[i], scores[i], nm)
+      else:
+        grow = selection.top_k_mask(scores[i], n_grow[i], valid=~kept[i])
       new_leaves[i] = kept[i] | grow
       grown_leaves[i] = grow & ~mask_leaves[i]
     return (frac, jax.tree.unflatten(treedef, new_leaves),
@@ -295,8 +345,8 @@ def sparsify(inner: optax.GradientTransformation,
     if m.global_scope:
       total = sum(mask_leaves[i].size for i in idx)
       target = schedules.pruning_sparsity(
-          step, initial_sparsity=m.initial_sparsity, final_sparsity=sparsity,
-          begin_step=begin_step, end_step=end_step)
+          step, initial_sparsity=min(m.initial_sparsity, sparsity),
+          final_sparsity=sparsity, begin_step=begin_step, end_step=end_step)
       n_keep = total - _floor_product(target, jnp.asarray(total))
       keep = selection.top_k_masks([jnp.abs(w_leaves[i]) for i in idx],
                                    n_keep, [mask_leaves[i] for i in idx])
@@ -305,14 +355,20 @@ def sparsify(inner: optax.GradientTransformation,
     else:
       finals = treedef.flatten_up_to(leaf_sparsities(params))
       for i in idx:
+        # A leaf whose final sparsity (ERK) is below s_i starts at its final
+        # one: pruned weights never come back, so it could not get there.
         target = schedules.pruning_sparsity(
-            step, initial_sparsity=m.initial_sparsity,
+            step, initial_sparsity=min(m.initial_sparsity, finals[i]),
             final_sparsity=finals[i], begin_step=begin_step,
             end_step=end_step)
         size = mask_leaves[i].size
         n_keep = size - _floor_product(target, jnp.asarray(size))
-        new_leaves[i] = selection.top_k_mask(jnp.abs(w_leaves[i]), n_keep,
-                                             valid=mask_leaves[i])
+        if nm is not None:
+          new_leaves[i] = structure_lib.prune_keep(
+              jnp.abs(w_leaves[i]), n_keep, nm, valid=mask_leaves[i])
+        else:
+          new_leaves[i] = selection.top_k_mask(jnp.abs(w_leaves[i]), n_keep,
+                                               valid=mask_leaves[i])
     return jax.tree.unflatten(treedef, new_leaves)
 
   def update_fn(updates, state, params=None, *, mask_update=None,
@@ -439,7 +495,7 @@ CONFIG_FIELDS = ('method', 'sparsity', 'distribution', 'update_freq',
                  'drop_fraction_schedule', 'is_sparse', 'custom_sparsity',
                  'seed', 'erk_power_scale', 'snfs_momentum',
                  'snfs_redistribution', 'pruning_scope',
-                 'pruning_initial_sparsity')
+                 'pruning_initial_sparsity', 'structure')
 
 
 def from_config(inner: optax.GradientTransformation, config: Any,

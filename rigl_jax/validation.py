@@ -17,6 +17,7 @@ from typing import Any
 from rigl_jax import distributions
 from rigl_jax import methods
 from rigl_jax import schedules
+from rigl_jax import structure
 from rigl_jax.data import base as data_base
 
 # A check returns None if the value is fine, else what is allowed.
@@ -99,6 +100,14 @@ def rules_check(v: Any) -> 'str | None':
                           'dimension]) pairs')
 
 
+def structure_check(v: Any) -> 'str | None':
+  try:
+    structure.parse(v)
+  except ValueError:
+    return "'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4')"
+  return None
+
+
 def _models() -> tuple[str, ...]:
   from rigl_jax import models  # pylint: disable=g-import-not-at-top
   return tuple(sorted(models.MODELS))
@@ -151,6 +160,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'snfs_redistribution': boolean,
         'pruning_scope': choice('layer', 'global'),
         'pruning_initial_sparsity': number(0, 1, hi_open=True),
+        'structure': structure_check,
     },
     'optimizer': {
         'name': choice('sgd', 'adam'),
