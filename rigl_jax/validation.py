@@ -100,12 +100,15 @@ def rules_check(v: Any) -> 'str | None':
                           'dimension]) pairs')
 
 
-def structure_check(v: Any) -> 'str | None':
-  try:
-    structure.parse(v)
-  except ValueError:
-    return "'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4')"
-  return None
+def parsed_by(parse: Callable[[Any], Any], allowed: str) -> Check:
+  """A check that accepts what ``parse`` accepts (it raises ValueError)."""
+  def check(v):
+    try:
+      parse(v)
+    except (ValueError, TypeError):
+      return allowed
+    return None
+  return check
 
 
 def _models() -> tuple[str, ...]:
@@ -151,7 +154,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'end_step': integer(1, none_ok=True),
         'end_fraction': number(0, 1, lo_open=True),
         'drop_fraction': number(0, 1),
-        'drop_fraction_schedule': choice(*schedules.DROP_FRACTION_SCHEDULES),
+        'drop_fraction_schedule': parsed_by(
+            schedules.parse_drop_fraction_schedule,
+            "'cosine', 'constant', 'exponential' or 'exponential_K' (K > 0)"),
         'is_sparse': is_sparse_check,
         'custom_sparsity': lambda v: None if v is None else mapping(v),
         'seed': integer(0, none_ok=True),
@@ -160,7 +165,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'snfs_redistribution': boolean,
         'pruning_scope': choice('layer', 'global'),
         'pruning_initial_sparsity': number(0, 1, hi_open=True),
-        'structure': structure_check,
+        'structure': parsed_by(
+            structure.parse, "'unstructured' or 'N:M' with 0 < N < M (e.g. "
+            "'2:4')"),
     },
     'optimizer': {
         'name': choice('sgd', 'adam'),

@@ -25,7 +25,8 @@ CASES = [
     ('sparsity.distribution', 'gauss', "one of ['uniform', 'erk', 'er']"),
     ('sparsity.update_freq', 0, 'an integer >= 1'),
     ('sparsity.drop_fraction', -0.1, 'a number in [0, 1]'),
-    ('sparsity.drop_fraction_schedule', 'linear', "'cosine'"),
+    ('sparsity.drop_fraction_schedule', 'linear', "'exponential_K' (K > 0)"),
+    ('sparsity.structure', '4:2', "'N:M' with 0 < N < M"),
     ('sparsity.is_sparse', 3, 'a list of path regexes'),
     ('optimizer.name', 'lamb', "one of ['sgd', 'adam']"),
     ('optimizer.learning_rate', -1.0, 'a number in (0, inf]'),
@@ -50,6 +51,9 @@ def _config_with(field, value):
 
 def test_default_config_is_valid():
   validation.validate(default_config.get_config())
+  validation.validate(_config_with('sparsity.drop_fraction_schedule',
+                                   'exponential_2'))
+  validation.validate(_config_with('sparsity.structure', '2:4'))
 
 
 @pytest.mark.parametrize('field, value, allowed', CASES)
