@@ -82,6 +82,16 @@ def test_state_leaves_follow_their_parameter():
   assert out['other']['kernel'].spec == P()  # same name, other shape
 
 
+def test_batch_not_divisible_by_the_data_axis_is_one_error():
+  from rigl_jax import train  # pylint: disable=g-import-not-at-top
+  from tests.test_train import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.data.batch_size = 100
+  with pytest.raises(ValueError, match=r'config.data.batch_size = 100 is not '
+                     r'divisible .* pick a multiple of 8'):
+    train._data_axis_check(config, _fake_mesh(data=8, model=1))  # pylint: disable=protected-access
+
+
 # --- 8 simulated devices, in a subprocess --------------------------------
 
 def _worker(outdir: str) -> None:
