@@ -61,7 +61,8 @@ def redistribute_counts(total: jax.Array, weights: jax.Array,
 
   Args:
     total: int32 scalar, connections to grow in all.
-    weights: float32 [L], non-negative layer weights (mean momentum).
+    weights: float32 [L], non-negative layer weights (mean momentum); NaN
+      counts as 0 and infinite weights share equally.
     capacity: int32 [L], positions available in each layer.
 
   Returns:
@@ -70,6 +71,14 @@ def redistribute_counts(total: jax.Array, weights: jax.Array,
   """
   n = weights.shape[0]
   alloc = jnp.zeros_like(capacity)
+  # Scale the weights into [0, 1] so that their sum cannot overflow (an inf
+  # sum made every share 0 or NaN, and nothing was grown): NaN and negative
+  # weights count as 0, infinite ones share equally.
+  weights = weights.astype(jnp.float32)
+  weights = jnp.where(jnp.isnan(weights), 0.0, jnp.maximum(weights, 0.0))
+  top = jnp.max(weights)
+  weights = jnp.where(jnp.isinf(top), jnp.isinf(weights).astype(jnp.float32),
+                      weights / jnp.where(top > 0.0, top, 1.0))
 
   def body(_, alloc):
     left = total - jnp.sum(alloc)
