@@ -41,7 +41,13 @@ def main(argv):
   if multihost is None:
     multihost = bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
   if multihost:
-    jax.distributed.initialize()
+    # Outside auto-detected clusters (TPU, SLURM, Open MPI), the process
+    # count and index come from JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    kwargs = {k: int(os.environ[v]) for k, v in (
+        ('num_processes', 'JAX_NUM_PROCESSES'),
+        ('process_id', 'JAX_PROCESS_ID')) if os.environ.get(v)}
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(**kwargs)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   try:
