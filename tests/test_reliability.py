@@ -115,6 +115,7 @@ def test_sigkill_at_several_points_resumes_bit_for_bit(tmp_path):
       masks, is_leaf=lambda x: x is None))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
   wd = tmp_path / 'wd'
   proc = _run(wd, '--config.num_train_steps=100000', wait=False)
@@ -153,7 +154,7 @@ def _corrupt_newest(ckpt_dir, how):
   return newest
 
 
-@pytest.mark.parametrize('how', ['flip', 'delete'])
+@pytest.mark.parametrize('how', ['flip', pytest.param('delete', marks=pytest.mark.slow)])
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, how,
                                                           monkeypatch):
   config = tiny_config(steps=20)
@@ -187,8 +188,10 @@ def test_every_checkpoint_damaged_is_one_error_and_nothing_deleted(tmp_path):
 
 @pytest.mark.parametrize('field, value, needle', [
     ('sparsity.sparsity', 0.8, 'sparsity.sparsity: 0.9 -> 0.8'),
-    ('model.kwargs.hidden_sizes', (64, 16), 'model.kwargs.hidden_sizes'),
-    ('sparsity.method', 'set', "sparsity.method: 'rigl' -> 'set'"),
+    pytest.param('model.kwargs.hidden_sizes', (64, 16),
+                 'model.kwargs.hidden_sizes', marks=pytest.mark.slow),
+    pytest.param('sparsity.method', 'set', "sparsity.method: 'rigl' -> 'set'",
+                 marks=pytest.mark.slow),
 ])
 def test_checkpoint_of_another_config_is_refused(tmp_path, field, value,
                                                  needle):
@@ -202,6 +205,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, field, value,
   assert sorted(os.listdir(wd / 'checkpoints')) == before
 
 
+@pytest.mark.slow
 def test_operational_fields_may_change_on_resume(tmp_path):
   wd = tmp_path / 'wd'
   train.train_and_evaluate(tiny_config(steps=10), str(wd))
@@ -248,6 +252,7 @@ def test_nan_steps_skipped_when_configured(tmp_path, monkeypatch):
   assert np.isfinite(res['test_loss'])
 
 
+@pytest.mark.slow
 def test_main_reports_nan_as_one_error_line(tmp_path):
   proc = _run(tmp_path / 'wd', '--config.optimizer.learning_rate=1e30',
               '--config.optimizer.warmup_fraction=0.0',

@@ -54,6 +54,7 @@ def test_print_gives_one_command_per_run(tmp_path, capsys):
   assert len({l.split('--workdir ')[1].split()[0] for l in lines}) == 4
 
 
+@pytest.mark.slow
 def test_local_sweep_end_to_end_and_collected_table(tmp_path):
   root = tmp_path / 'sw'
   sets = ['num_train_steps=10', 'data.train_fraction=0.05',
