@@ -363,10 +363,11 @@ def write_markdown(name: str, runs: list[dict], rows: list[dict],
     table = pivot(rows, metric, dist)
     if table:
       lines += [f'## {DIST_LABELS[dist]}', ''] + table + ['']
+  better = ('higher accuracy' if metric == 'test_accuracy'
+            else 'fewer bits/char')
   lines += ['## Comparisons (per-seed differences)', '',
-            f'Positive: the first is better, in {unit} '
-            f'({"accuracy" if metric == "test_accuracy" else "bits/char"}'
-            '); mean ± std over the seeds both have.', '',
+            f'Positive: the first is better ({better}), in {unit}; '
+            'mean ± std over the seeds both have.', '',
             '| comparison | distribution | sparsity | difference | seeds |',
             '|---|---|---|---|---|']
   for c in comparisons(runs, metric):
@@ -390,22 +391,76 @@ def write_markdown(name: str, runs: list[dict], rows: list[dict],
         f"{r['num_params']} | {r['steps']} | {r['wall_time_s']:.0f} |")
   if tickets:
     lines += ['', '## Ticket searches', '']
+    lines += ['One search each (seed 0), from `experiments/results/' + name +
+              '/tickets_*`. Training FLOPs: every training the ticket took '
+              '(IMP: all rounds so far; CS: its search rounds and the '
+              'retraining), relative to dense 1x.', '']
     for t in tickets:
-      lines += [f"`{t['name']}` ({t['results']['config'].get('ticket_search')})"
-                ': ' + ', '.join(
-                    f'{100 * s:.1f}%: {_fmt_value(metric, a)}'
-                    for s, a in ticket_points(t)), '']
+      kind = t['results'].get('config', {}).get('ticket_search', 'ticket')
+      lines += [f"`{t['name']}` ({LABELS.get(kind, kind)}):", '',
+                '| sparsity | ' + _metric_title(metric) +
+                ' | training FLOPs (x dense 1x) |', '|---|---|---|']
+      for p in ticket_points(t):
+        flops = ('' if p['training_flops'] is None
+                 else f"{p['training_flops']:.2f}")
+        lines.append(f"| {100 * p['sparsity']:.1f}% | "
+                     f"{_fmt_value(metric, p['test_accuracy'])} | {flops} |")
+      lines.append('')
   with open(path, 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')
 
 
-def ticket_points(ticket: dict) -> list[tuple[float, float]]:
-  """(sparsity, test accuracy) of a ticket search: IMP's rounds (``curve``)
-  or CS's retrained tickets (``tickets``)."""
+def _ticket_flops_fn(config: dict):
+  """``layer_sparsity -> inference FLOPs / dense`` for a ticket search's
+  model, or None if its config does not describe one."""
+  try:
+    cfg = ml_collections.ConfigDict(config)
+    build = flops_lib._model_and_input  # pylint: disable=protected-access
+    model, shape, dtype, kwargs, _ = build(cfg)
+  except (KeyError, AttributeError, ValueError, TypeError):
+    return None
+  ops = flops_lib.layer_ops(model, shape, input_dtype=dtype,
+                            apply_kwargs=kwargs)
+  dense = flops_lib.inference_flops(ops)
+  return lambda layers: flops_lib.inference_flops(ops, layers) / dense
+
+
+def ticket_points(ticket: dict) -> list[dict]:
+  """The tickets a search found, by sparsity: ``sparsity``,
+  ``test_accuracy`` and ``training_flops`` (relative to dense 1x training,
+  counted as `rigl_jax.flops` counts static sparse training; None if the
+  config names no model).
+
+  IMP (``curve``, one row per round): round n costs the training of rounds
+  0..n, each at its mask's FLOPs (rounds after the first from the rewind
+  step on). CS (``tickets``, one per lambda): ``cs.rounds`` searches with
+  the dense network under a soft mask, then the ticket's training.
+  """
   res = ticket['results']
-  rows = res['tickets'] if 'tickets' in res else res['curve']
-  return sorted((float(c['sparsity']), float(c['test_accuracy']))
-                for c in rows if 'sparsity' in c and 'test_accuracy' in c)
+  config = res.get('config', {})
+  ratio = _ticket_flops_fn(config)
+  steps = max(1, int(res.get('steps') or 1))
+  rewind = int(res.get('rewind_step') or 0)
+  retrain = (steps - rewind) / steps
+  points, spent = [], 0.0
+  if 'tickets' in res:  # CS
+    rounds = int(config.get('cs', {}).get('rounds', res.get('rounds', 1)))
+    for c in res['tickets']:
+      flops = (None if ratio is None or 'layer_sparsity' not in c else
+               rounds + retrain * ratio(c['layer_sparsity']))
+      points.append({'sparsity': float(c['sparsity']),
+                     'test_accuracy': float(c['test_accuracy']),
+                     'training_flops': flops})
+  else:  # IMP
+    for i, c in enumerate(res.get('curve', [])):
+      if ratio is None or 'layer_sparsity' not in c:
+        spent = None
+      elif spent is not None:
+        spent += (1.0 if i == 0 else retrain) * ratio(c['layer_sparsity'])
+      points.append({'sparsity': float(c['sparsity']),
+                     'test_accuracy': float(c['test_accuracy']),
+                     'training_flops': spent})
+  return sorted(points, key=lambda p: p['sparsity'])
 
 
 # ----------------------------------------------------------------- plots
@@ -426,38 +481,53 @@ def _scale(metric: str) -> float:
   return 100.0 if metric == 'test_accuracy' else 1.0
 
 
-def _clip_y(axes, rows: list[dict], metric: str, x_of) -> None:
-  """Fits the y range to every method but small-dense (whose tiniest models
-  fall far below) and notes the small-dense points left outside."""
+ZOOM_BELOW_DENSE = 0.10  # accuracy plots show down to dense - 10 points
+
+
+def _clip_y(panels, rows: list[dict], metric: str, x_of) -> None:
+  """Fits the y range to the methods but small-dense (whose tiniest models
+  fall far below), at most `ZOOM_BELOW_DENSE` under dense for accuracy,
+  and notes the points left outside. ``panels``: (axes, distribution)."""
   k = _scale(metric)
   main = [r for r in rows if r['method'] != 'small_dense']
   if not main:
     return
   lo = min(k * (r['mean'] - r['std']) for r in main)
   hi = max(k * (r['mean'] + r['std']) for r in main)
-  pad = 0.08 * (hi - lo) + (0.5 if metric == 'test_accuracy' else 0.02)
+  dense = [r['mean'] for r in rows if r['method'] == 'dense']
+  if metric == 'test_accuracy' and dense:
+    lo = max(lo, k * (max(dense) - ZOOM_BELOW_DENSE))
+  pad = 0.06 * (hi - lo) + (0.3 if metric == 'test_accuracy' else 0.02)
   lo, hi = lo - pad, hi + pad
-  for ax in axes:
+  outside = [r for r in rows if not lo <= k * r['mean'] <= hi]
+  for ax, dist in panels:
     ax.set_ylim(lo, hi)
-    outside = [r for r in rows if r['method'] == 'small_dense'
-               and not lo <= k * r['mean'] <= hi]
+    stacked = collections.Counter()  # a panel's notes go above each other
     for r in outside:
+      if r['distribution'] not in (dist, '-'):
+        continue
       below = k * r['mean'] < lo
+      nth = stacked[below]
+      stacked[below] += 1
       ax.annotate(
-          f"Small-dense {100 * r['sparsity']:g}%:\n"
-          f"{_fmt_value(metric, r['mean'], r['std'])} "
-          f"({'below' if below else 'above'})",
-          (x_of(r), lo if below else hi), xytext=(0, 12 if below else -12),
-          textcoords='offset points', ha='center', fontsize=7,
-          color=COLORS['small_dense'],
+          f"{_label(r['method'], r['training_multiplier'])}"
+          + (f" {DIST_LABELS[r['distribution']]}"
+             if r['distribution'] != '-' else '')
+          + f" {100 * r['sparsity']:g}%:\n"
+          f"{_fmt_value(metric, r['mean'], r['std'])}",
+          (x_of(r), lo if below else hi),
+          xytext=(0, (14 + 24 * nth) * (1 if below else -1)),
+          textcoords='offset points', ha='center', fontsize=6.5,
+          color=COLORS.get(r['method'], 'black'),
           va='bottom' if below else 'top',
-          arrowprops={'arrowstyle': '->', 'color': COLORS['small_dense']})
+          arrowprops={'arrowstyle': '->',
+                      'color': COLORS.get(r['method'], 'black')})
 
 
 def plot_vs_sparsity(name: str, rows: list[dict], metric: str,
                      tickets: list[dict], path: str) -> None:
   dists = [d for d in ('uniform', 'erk')
-           if any(r['distribution'] == d for r in rows)]
+           if any(r['distribution'] == d for r in rows)] or ['-']
   k = _scale(metric)
   fig, axes = plt.subplots(1, len(dists), figsize=(6.2 * len(dists), 4.6),
                            sharey=True, squeeze=False)
@@ -487,17 +557,19 @@ def plot_vs_sparsity(name: str, rows: list[dict], metric: str,
                   color=COLORS.get(method, None),
                   label=_label(method, mult))
     for t in tickets:
-      pts = [(s, a) for s, a in ticket_points(t)
-             if sparsities and min(sparsities) - 0.05 <= s]
+      pts = [p for p in ticket_points(t)
+             if sparsities and min(sparsities) - 0.05 <= p['sparsity']]
       if pts:
         kind = t['results']['config'].get('ticket_search', 'ticket')
-        ax.plot([_x_of(s) for s, _ in pts], [k * a for _, a in pts],
+        ax.plot([_x_of(p['sparsity']) for p in pts],
+                [k * p['test_accuracy'] for p in pts],
                 ls=':', marker='x', color=COLORS.get(kind),
                 label=f"{LABELS.get(kind, kind)}, 1 seed")
     _sparsity_axis(ax, sparsities)
-    ax.set_title(f'{name}: {DIST_LABELS[dist]}')
+    ax.set_title(f'{name}: {DIST_LABELS[dist]}' if dist != '-' else name)
     ax.grid(alpha=0.3)
-  _clip_y(axes[0], rows, metric, lambda r: _x_of(r['sparsity']))
+  _clip_y(zip(axes[0], dists), rows, metric,
+          lambda r: _x_of(r['sparsity']))
   axes[0][0].set_ylabel(_metric_title(metric))
   axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1.0),
                      loc='upper left')
@@ -507,9 +579,9 @@ def plot_vs_sparsity(name: str, rows: list[dict], metric: str,
 
 
 def plot_vs_flops(name: str, rows: list[dict], metric: str,
-                  path: str) -> None:
+                  path: str, tickets: Optional[list[dict]] = None) -> None:
   dists = [d for d in ('uniform', 'erk')
-           if any(r['distribution'] == d for r in rows)]
+           if any(r['distribution'] == d for r in rows)] or ['-']
   k = _scale(metric)
   fig, axes = plt.subplots(1, len(dists), figsize=(6.2 * len(dists), 4.6),
                            sharey=True, squeeze=False)
@@ -533,12 +605,27 @@ def plot_vs_flops(name: str, rows: list[dict], metric: str,
                                                    k * r['mean']),
                       fontsize=6, xytext=(2, 2), textcoords='offset points',
                       color=COLORS.get(method))
+    sparsities = [r['sparsity'] for r in rows if r['distribution'] != '-']
+    for t in tickets or []:
+      pts = [p for p in ticket_points(t) if p['training_flops'] is not None
+             and sparsities and min(sparsities) - 0.05 <= p['sparsity']]
+      if pts:
+        kind = t['results']['config'].get('ticket_search', 'ticket')
+        ax.plot([p['training_flops'] for p in pts],
+                [k * p['test_accuracy'] for p in pts], ls=':', marker='x',
+                color=COLORS.get(kind),
+                label=f"{LABELS.get(kind, kind)}, 1 seed")
+        for p in pts:
+          ax.annotate(f"{100 * p['sparsity']:.0f}", (
+              p['training_flops'], k * p['test_accuracy']), fontsize=6,
+                      xytext=(2, -7), textcoords='offset points',
+                      color=COLORS.get(kind))
     ax.set_xscale('log')
     ax.set_xlabel('training FLOPs relative to dense 1x '
                   '(rigl_jax.flops; labels: sparsity %)')
-    ax.set_title(f'{name}: {DIST_LABELS[dist]}')
+    ax.set_title(f'{name}: {DIST_LABELS[dist]}' if dist != '-' else name)
     ax.grid(alpha=0.3, which='both')
-  _clip_y(axes[0], rows, metric, lambda r: r['training_flops'])
+  _clip_y(zip(axes[0], dists), rows, metric, lambda r: r['training_flops'])
   axes[0][0].set_ylabel(_metric_title(metric))
   axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1.0),
                      loc='upper left')
@@ -547,20 +634,29 @@ def plot_vs_flops(name: str, rows: list[dict], metric: str,
   plt.close(fig)
 
 
-def layer_sparsities(runs: list[dict]) -> tuple[list[str], dict]:
+def layer_sparsities(runs: list[dict], flops: Optional[FlopsCache] = None
+                     ) -> tuple[list[str], dict]:
   """``(layers, {(dist, sparsity): {layer: sparsity}})`` from
-  `rigl_jax.sparsity_distribution` (via `flops.report`) for every swept
-  distribution and sparsity, on the experiment's full-size model."""
+  `rigl_jax.sparsity_distribution` (via `flops.report`) for ERK and uniform
+  at every swept sparsity, trained or not, on the experiment's full-size
+  model (a sparse run's config with the distribution and sparsity set)."""
   sparse = [r for r in runs if r['distribution'] != '-']
+  if not sparse:
+    return [], {}
+  flops = flops or FlopsCache()
+  template = sparse[0]['results']['config']
   out, layers = {}, []
-  for r in sparse:
-    key = (r['distribution'], r['sparsity'])
-    if key in out:
-      continue
-    out[key] = r['report']['layer_sparsity']
-    for layer in out[key]:
-      if layer not in layers:
-        layers.append(layer)
+  for s in sorted({r['sparsity'] for r in sparse}):
+    for dist in ('uniform', 'erk'):
+      cfg = json.loads(json.dumps(template))
+      cfg['sparsity'].update(distribution=dist, sparsity=s)
+      try:
+        out[(dist, s)] = flops(cfg)['layer_sparsity']
+      except ValueError:  # e.g. ERK cannot reach s on this model
+        continue
+      for layer in out[(dist, s)]:
+        if layer not in layers:
+          layers.append(layer)
   # Sparse leaves: those with a mask in some run (results' layer_sparsity
   # of a sparse run) or with zeros under some distribution; not biases.
   masked = {layer for r in sparse
@@ -570,11 +666,14 @@ def layer_sparsities(runs: list[dict]) -> tuple[list[str], dict]:
   return layers, out
 
 
-def plot_layer_sparsity(name: str, runs: list[dict], path: str) -> None:
+def plot_layer_sparsity(name: str, runs: list[dict], path: str,
+                        flops: Optional[FlopsCache] = None) -> None:
   """Bars: each sparse layer's sparsity under ERK (solid) and uniform
   (hatched) at every swept sparsity; dots: measured in the final masks of
-  the runs (mean over runs; pruning included, dense runs not)."""
-  layers, dist = layer_sparsities(runs)
+  the runs (mean over runs; pruning included, dense runs not); a
+  distribution no run trained is marked so in the legend."""
+  layers, dist = layer_sparsities(runs, flops)
+  trained = {r['distribution'] for r in runs}
   keys = sorted(dist, key=lambda k: (k[1], k[0] != 'uniform'))
   sparsities = sorted({s for _, s in dist})
   measured = collections.defaultdict(list)
@@ -593,7 +692,8 @@ def plot_layer_sparsity(name: str, runs: list[dict], path: str) -> None:
     ax.bar(xs, [100 * dist[(d, s)].get(layer, 0.0) for layer in layers],
            width=width * 0.95, color=colors[s] if d == 'erk' else 'white',
            edgecolor=colors[s], hatch='///' if d == 'uniform' else None,
-           label=f'{DIST_LABELS[d]} {100 * s:g}%')
+           label=f'{DIST_LABELS[d]} {100 * s:g}%'
+           + ('' if d in trained else ' (not trained)'))
     got = [(x, 100 * sum(measured[(d, s, layer)]) /
             len(measured[(d, s, layer)]))
            for x, layer in zip(xs, layers) if measured[(d, s, layer)]]
@@ -705,10 +805,13 @@ def report_experiment(exp_dir: str, out: str,
   write_csv(rows, metric, paths[0])
   write_markdown(name, runs, rows, metric, tickets, paths[1])
   plot_vs_sparsity(name, rows, metric, tickets, paths[2])
-  plot_vs_flops(name, rows, metric, paths[3])
-  plot_layer_sparsity(name, runs, paths[4])
+  plot_vs_flops(name, rows, metric, paths[3], tickets)
   if not plot_mask_churn(name, runs, paths[5]):
     paths.pop()
+  if any(r['distribution'] != '-' for r in runs):
+    plot_layer_sparsity(name, runs, paths[4], flops)
+  else:
+    paths.pop(4)
   return paths
 
 

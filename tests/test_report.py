@@ -7,6 +7,7 @@ import math
 import pytest
 
 from configs import evidence_fashion_mnist
+from configs import evidence_tickets
 from experiments import make_report
 from rigl_jax import flops as flops_lib
 
@@ -64,13 +65,17 @@ def fixture_tree(tmp_path):
           exp, f'{method},{dist},{mult},seed={seed}', method=method,
           dist=dist, sparsity=0.9, seed=seed, acc=values[seed], mult=mult,
           churn=0.2 if method == 'rigl' else 0.3 if method == 'set' else None)
-  imp = exp / 'imp'
+  imp = exp / 'tickets_imp'
   imp.mkdir()
+  kernels = ('dense0/kernel', 'dense1/kernel', 'head/kernel')
   (imp / 'results.json').write_text(json.dumps({
-      'test_accuracy': 0.88, 'global_sparsity': 0.9,
-      'config': {'ticket_search': 'imp'},
-      'curve': [{'sparsity': 0.0, 'test_accuracy': 0.89},
-                {'sparsity': 0.9, 'test_accuracy': 0.88}]}))
+      'test_accuracy': 0.88, 'global_sparsity': 0.9, 'steps': 2340,
+      'rewind_step': 0, 'complete': True,
+      'config': evidence_tickets.get_config('imp').to_dict(),
+      'curve': [{'sparsity': 0.0, 'test_accuracy': 0.89,
+                 'layer_sparsity': dict.fromkeys(kernels, 0.0)},
+                {'sparsity': 0.9, 'test_accuracy': 0.88,
+                 'layer_sparsity': dict.fromkeys(kernels, 0.9)}]}))
   return tmp_path, accs, configs
 
 
@@ -118,7 +123,9 @@ def test_report_tables_and_plots(tree):
   assert ('| RigL: ERK - uniform | erk vs uniform | 90% | +1.00 ± 0.00 | 2 |'
           in md)
   assert '| RigL 2x | 88.00 ± 1.41 |' in md
-  assert 'IMP' in md or 'imp' in md
+  # IMP: round 1 cost round 0 (dense, 1.0) plus a 90%-sparse training.
+  assert '| 0.0% | 89.00 | 1.00 |' in md
+  assert '| 90.0% | 88.00 | 1.10 |' in md
 
 
 def test_layer_sparsity_follows_the_distribution(tree):
