@@ -5,6 +5,8 @@ Prints, for one model in one run:
   * for each method, the time of an ordinary sparse step, of a step with a
     mask update, and the amortised cost over ``--update_freq`` steps,
     relative to dense;
+  * the memory XLA plans for each step (arguments + outputs + scratch) and
+    the process's peak host memory;
   * the time of one RigL mask update on a ResNet-50-sized parameter tree
     (25.5M weights in 54 kernels, ERK 90%).
 
@@ -16,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import jax
@@ -77,13 +80,16 @@ def step_times(args) -> None:
     return jax.jit(step, donate_argnums=(0, 1))
 
   # Each step donates its inputs, so give every timing fresh copies.
-  dense = _time_fresh(make_step(inner), params, inner.init(params), args)
-  print(f'{"dense step":<28}{dense * 1e3:9.2f} ms   1.000x')
+  dense_step = make_step(inner)
+  dense_mem = step_memory_mb(dense_step, params, inner.init(params))
+  dense = _time_fresh(dense_step, params, inner.init(params), args)
+  print(f'{"dense step":<28}{dense * 1e3:9.2f} ms   1.000x   '
+        f'step memory {dense_mem:.1f} MiB')
   print('Two programs (the loop passes mask_update=True/False, as train.py '
         'does); the last column is the single program with lax.cond.')
   print(f'{"method":<10}{"sparse step":>14}{"update step":>14}'
         f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>10}'
-        f'{"cond step":>14}')
+        f'{"cond step":>14}{"memory (plain/update)":>24}')
   for method in ['static', 'set', 'snfs', 'rigl', 'pruning']:
     common = dict(sparsity=0.9, distribution='erk')
     if method == 'static':
@@ -91,6 +97,8 @@ def step_times(args) -> None:
       t_plain = _time_fresh(make_step(tx), *rigl_jax.masked_init(tx, params),
                             args)
       t_upd = t_cond = t_plain
+      mem = step_memory_mb(make_step(tx), *rigl_jax.masked_init(tx, params))
+      mems = (mem, mem)
     else:
       tx = rigl_jax.sparsify(inner, method, update_freq=1, end_step=10**8,
                              drop_fraction_schedule='constant', **common)
@@ -102,10 +110,24 @@ def step_times(args) -> None:
                                   end_step=10**8 + 1, **common)
       t_cond = _time_fresh(make_step(tx_cond),
                            *rigl_jax.masked_init(tx_cond, params), args)
+      mems = tuple(step_memory_mb(make_step(tx, flag),
+                                  *rigl_jax.masked_init(tx, params))
+                   for flag in (False, True))
     amort = ((args.update_freq - 1) * t_plain + t_upd) / args.update_freq
     print(f'{method:<10}{t_plain * 1e3:11.2f} ms{t_upd * 1e3:11.2f} ms'
           f'{amort * 1e3:13.2f} ms{amort / dense:9.3f}x'
-          f'{t_cond * 1e3:11.2f} ms')
+          f'{t_cond * 1e3:11.2f} ms{mems[0]:11.1f} /{mems[1]:6.1f} MiB')
+
+
+def step_memory_mb(step, p, s) -> float:
+  """Peak memory XLA plans for one step: arguments + outputs (less the
+  donated, aliased ones) + scratch, from the compiled buffer assignment."""
+  m = step.lower(p, s).compile().memory_analysis()
+  if m is None:
+    return float('nan')
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes
+           - m.alias_size_in_bytes + m.temp_size_in_bytes)
+  return total / 2**20
 
 
 def _time_fresh(step, p, s, args) -> float:
@@ -175,6 +197,8 @@ def main() -> None:
     tuned = cpu_allocator.keep_large_allocations_on_heap()
     print(f'allocator: large allocations kept on the heap: {tuned}')
   step_times(args)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+  print(f'peak host memory of this process so far: {peak:.0f} MiB')
   if not args.skip_resnet:
     mask_update_time(args)
 
