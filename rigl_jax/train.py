@@ -444,9 +444,8 @@ def restore_train_state(config: ml_collections.ConfigDict, workdir: str
   Raises:
     ValueError: incompatible config, or every checkpoint damaged.
   """
-  _, model, tx, _, _ = build(config)
-  info = data_lib.get_data(config.data, seed=config.seed).info
-  state = create_train_state(config, model, tx, info,
+  data, model, tx, _, _ = build(config)
+  state = create_train_state(config, model, tx, data.info,
                              jax.random.PRNGKey(config.seed))
   ckpts = checkpoints_lib.Checkpoints(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), config.to_dict(),

@@ -50,3 +50,19 @@ def make_step(tx):
 def nnz_tree(masks):
   return jax.tree.map(lambda m: None if m is None else int(m.sum()), masks,
                       is_leaf=lambda x: x is None)
+
+
+def with_train_batches(get_data, fn):
+  """Wraps a `rigl_jax.data.get_data` so that every train batch goes through
+  ``fn(index, batch) -> batch`` (``index``: 0-based position in the stream;
+  ``fn`` may raise to simulate a crash there)."""
+
+  def wrapped(*args, **kwargs):
+    d = get_data(*args, **kwargs)
+
+    def batches(start):
+      for i, b in enumerate(d.train_batches(start)):
+        yield fn(start + i, b)
+    return d._replace(train_batches=batches)
+
+  return wrapped

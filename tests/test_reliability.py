@@ -16,6 +16,7 @@ import pytest
 import rigl_jax
 from rigl_jax import data as data_lib
 from rigl_jax import train
+from tests import helpers
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,18 +217,11 @@ def test_operational_fields_may_change_on_resume(tmp_path):
 
 
 def _nan_at(step):
-  real_get_data = data_lib.get_data
-
-  def get_data(*args, **kwargs):
-    d = real_get_data(*args, **kwargs)
-
-    def batches(start):
-      for i, b in enumerate(d.train_batches(start)):
-        if start + i + 1 == step:
-          b = dict(b, image=np.full_like(b['image'], np.nan))
-        yield b
-    return d._replace(train_batches=batches)
-  return get_data
+  def poison(index, b):
+    if index + 1 == step:
+      return dict(b, image=np.full_like(b['image'], np.nan))
+    return b
+  return helpers.with_train_batches(data_lib.get_data, poison)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoint(

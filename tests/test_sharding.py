@@ -142,17 +142,15 @@ def _worker(outdir: str) -> None:
                                                       momentum})}
 
   # Written on 8x1 (stopped after step 6), resumed on 4x2.
+  from tests import helpers  # pylint: disable=g-import-not-at-top
   real_get_data = data_lib.get_data
 
-  def stopping_get_data(*args, **kwargs):
-    d = real_get_data(*args, **kwargs)
+  def stop_at_8(index, b):
+    if index == 8:
+      raise RuntimeError('stop')
+    return b
 
-    def batches(start):
-      for i, b in enumerate(d.train_batches(start)):
-        if start + i == 8:
-          raise RuntimeError('stop')
-        yield b
-    return d._replace(train_batches=batches)
+  stopping_get_data = helpers.with_train_batches(real_get_data, stop_at_8)
 
   wd = os.path.join(outdir, 'moved')
   train.data_lib.get_data = stopping_get_data

@@ -14,6 +14,7 @@ import rigl_jax
 from rigl_jax import data as data_lib
 from rigl_jax import train
 from configs import default as default_config
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,15 +71,12 @@ def test_resume_continues_at_the_right_step_with_same_masks(tmp_path,
   # Crash after 15 steps: the checkpoint of step 10 survives.
   real_get_data = data_lib.get_data
 
-  def crashing_get_data(*args, **kwargs):
-    d = real_get_data(*args, **kwargs)
+  def crash_at_15(index, b):
+    if index == 15:
+      raise RuntimeError('simulated preemption')
+    return b
 
-    def batches(start):
-      for i, b in enumerate(d.train_batches(start)):
-        if start + i == 15:
-          raise RuntimeError('simulated preemption')
-        yield b
-    return d._replace(train_batches=batches)
+  crashing_get_data = helpers.with_train_batches(real_get_data, crash_at_15)
 
   part = tmp_path / 'part'
   monkeypatch.setattr(train.data_lib, 'get_data', crashing_get_data)
