@@ -10,9 +10,14 @@ Prints, for one model in one run:
   * the time of one RigL mask update on a ResNet-50-sized parameter tree
     (25.5M weights in 54 kernels, ERK 90%).
 
+Steps are timed in interleaved rounds (dense, then every method, again and
+again) and each method is compared with the dense step of the same round, so
+that the machine's drift cancels out.
+
 Usage:
-  python benchmarks/sparse_step.py [--width 1024] [--batch 256] [--update_freq 100]
-      [--no_tune_allocator]
+  python benchmarks/sparse_step.py [--model mlp|resnet20] [--width 1024]
+      [--batch 256] [--update_freq 100] [--rounds 15] [--repeats 10]
+      [--skip_resnet] [--no_tune_allocator]
 """
 
 from __future__ import annotations
@@ -60,14 +65,50 @@ def mlp(width: int, depth: int = 3, d_in: int = 784, classes: int = 10):
   return params, loss
 
 
+def resnet20(classes: int = 10):
+  """CIFAR ResNet-20 (0.27M params) in training mode; BatchNorm statistics
+  are computed from the batch and their running averages discarded."""
+  from rigl_jax import models  # pylint: disable=import-outside-toplevel
+  model = models.get_model('resnet20', num_classes=classes)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                         train=False)
+  stats = variables['batch_stats']
+
+  def loss(p, x, y):
+    logits, _ = model.apply({'params': p, 'batch_stats': stats}, x,
+                            train=True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return variables['params'], loss
+
+
+def build_model(args):
+  """(params, loss, inputs, description) of the benchmarked model."""
+  if args.model == 'mlp':
+    params, loss = mlp(args.width)
+    shape, name = (args.batch, 784), f'MLP 784-{args.width}x3-10'
+  else:
+    params, loss = resnet20()
+    shape, name = (args.batch, 32, 32, 3), 'ResNet-20 on 32x32x3'
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  return params, loss, x, name
+
+
 def step_times(args) -> None:
-  params, loss = mlp(args.width)
-  x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, 784))
+  """Times every program in interleaved rounds and compares within a round.
+
+  This VM's speed drifts by a few percent over a minute, more than the
+  differences being measured; timing dense and every method in each round
+  (in a random order), and taking the median over rounds of each round's
+  ratio to dense, cancels the drift.
+  """
+  params, loss, x, name = build_model(args)
   y = jnp.arange(args.batch) % 10
   inner = optax.sgd(0.01, momentum=0.9, nesterov=True)
   n_params = sum(p.size for p in jax.tree.leaves(params))
-  print(f'model: MLP 784-{args.width}x3-10 ({n_params / 1e6:.2f}M params), '
-        f'batch {args.batch}, sgd+nesterov, {jax.devices()[0].platform}')
+  print(f'model: {name} ({n_params / 1e6:.2f}M params), '
+        f'batch {args.batch}, sgd+nesterov, {jax.devices()[0].platform}; '
+        f'{args.rounds} interleaved rounds of {args.repeats} steps each')
 
   def make_step(tx, mask_update=None):
     def step(p, s):
@@ -79,44 +120,81 @@ def step_times(args) -> None:
       return optax.apply_updates(p, u), s
     return jax.jit(step, donate_argnums=(0, 1))
 
-  # Each step donates its inputs, so give every timing fresh copies.
-  dense_step = make_step(inner)
-  dense_mem = step_memory_mb(dense_step, params, inner.init(params))
-  dense = _time_fresh(dense_step, params, inner.init(params), args)
-  print(f'{"dense step":<28}{dense * 1e3:9.2f} ms   1.000x   '
-        f'step memory {dense_mem:.1f} MiB')
-  print('Two programs (the loop passes mask_update=True/False, as train.py '
-        'does); the last column is the single program with lax.cond.')
-  print(f'{"method":<10}{"sparse step":>14}{"update step":>14}'
-        f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>10}'
-        f'{"cond step":>14}{"memory (plain/update)":>24}')
-  for method in ['static', 'set', 'snfs', 'rigl', 'pruning']:
-    common = dict(sparsity=0.9, distribution='erk')
+  # name -> (timer, planned memory); every timer owns its (donated) state.
+  programs = {'dense': (_Timer(make_step(inner), params, inner.init(params)),
+                        step_memory_mb(make_step(inner), params,
+                                       inner.init(params)))}
+  methods = ['static', 'set', 'snfs', 'rigl', 'pruning']
+  common = dict(sparsity=0.9, distribution='erk')
+  for method in methods:
     if method == 'static':
       tx = rigl_jax.static(inner, **common)
-      t_plain = _time_fresh(make_step(tx), *rigl_jax.masked_init(tx, params),
-                            args)
-      t_upd = t_cond = t_plain
-      mem = step_memory_mb(make_step(tx), *rigl_jax.masked_init(tx, params))
-      mems = (mem, mem)
+      variants = {'plain': (tx, None)}
     else:
       tx = rigl_jax.sparsify(inner, method, update_freq=1, end_step=10**8,
                              drop_fraction_schedule='constant', **common)
-      t_plain = _time_fresh(make_step(tx, False),
-                            *rigl_jax.masked_init(tx, params), args)
-      t_upd = _time_fresh(make_step(tx, True),
-                          *rigl_jax.masked_init(tx, params), args)
+      # A schedule that never fires: the cond program's ordinary step.
       tx_cond = rigl_jax.sparsify(inner, method, begin_step=10**8,
                                   end_step=10**8 + 1, **common)
-      t_cond = _time_fresh(make_step(tx_cond),
-                           *rigl_jax.masked_init(tx_cond, params), args)
-      mems = tuple(step_memory_mb(make_step(tx, flag),
-                                  *rigl_jax.masked_init(tx, params))
-                   for flag in (False, True))
-    amort = ((args.update_freq - 1) * t_plain + t_upd) / args.update_freq
-    print(f'{method:<10}{t_plain * 1e3:11.2f} ms{t_upd * 1e3:11.2f} ms'
-          f'{amort * 1e3:13.2f} ms{amort / dense:9.3f}x'
-          f'{t_cond * 1e3:11.2f} ms{mems[0]:11.1f} /{mems[1]:6.1f} MiB')
+      variants = {'plain': (tx, False), 'update': (tx, True),
+                  'cond': (tx_cond, None)}
+    for kind, (t, flag) in variants.items():
+      p, s = rigl_jax.masked_init(t, params)
+      programs[f'{method}/{kind}'] = (
+          _Timer(make_step(t, flag), p, s),
+          step_memory_mb(make_step(t, flag), p, s))
+
+  times = {name: [] for name in programs}
+  order = np.random.default_rng(0)
+  for _ in range(args.rounds):
+    # A fresh order each round, so that no program always runs first.
+    for name in order.permutation(list(programs)):
+      times[name].append(programs[name][0](args.repeats))
+  times = {k: np.asarray(v) for k, v in times.items()}
+  dense = times['dense']
+
+  def ms(name):
+    return f'{np.median(times[name]) * 1e3:9.2f} ms'
+
+  print(f'{"dense step":<10}{ms("dense")}   step memory '
+        f'{programs["dense"][1]:.1f} MiB')
+  print('Two programs (the loop passes mask_update=True/False, as train.py '
+        'does); "cond" is the single program with lax.cond. Times: median '
+        'over rounds; vs dense: median [min, max] over rounds of the '
+        'amortised time / that round\'s dense time.')
+  print(f'{"method":<10}{"sparse step":>12}{"update step":>12}'
+        f'{"amortised/" + str(args.update_freq):>16}'
+        f'{"vs dense":>26}{"cond step":>12}{"memory plain/update":>24}')
+  for method in methods:
+    plain = times[f'{method}/plain']
+    upd = times.get(f'{method}/update', plain)
+    amort = ((args.update_freq - 1) * plain + upd) / args.update_freq
+    ratio = amort / dense
+    cond = f'{method}/cond' if f'{method}/cond' in times else f'{method}/plain'
+    mem = (programs[f'{method}/plain'][1],
+           programs.get(f'{method}/update', programs[f'{method}/plain'])[1])
+    print(f'{method:<10}{np.median(plain) * 1e3:9.2f} ms'
+          f'{np.median(upd) * 1e3:9.2f} ms{np.median(amort) * 1e3:13.2f} ms'
+          f'{np.median(ratio):10.3f}x [{ratio.min():.3f}, {ratio.max():.3f}]'
+          f'{ms(cond)}{mem[0]:13.1f} /{mem[1]:6.1f} MiB')
+
+
+class _Timer:
+  """Times a donating step: each call consumes the previous outputs."""
+
+  def __init__(self, step, p, s):
+    self._step = step
+    self._state = (jax.tree.map(jnp.copy, p), jax.tree.map(jnp.copy, s))
+    self(1)  # compile and warm up
+
+  def __call__(self, repeats: int) -> float:
+    """Seconds per step over ``repeats`` steps."""
+    jax.block_until_ready(self._state)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      self._state = self._step(*self._state)
+    jax.block_until_ready(self._state)
+    return (time.perf_counter() - t0) / repeats
 
 
 def step_memory_mb(step, p, s) -> float:
@@ -128,26 +206,6 @@ def step_memory_mb(step, p, s) -> float:
   total = (m.argument_size_in_bytes + m.output_size_in_bytes
            - m.alias_size_in_bytes + m.temp_size_in_bytes)
   return total / 2**20
-
-
-def _time_fresh(step, p, s, args) -> float:
-  """Times a donating step: each call consumes the previous outputs."""
-  state = [jax.tree.map(jnp.copy, p), jax.tree.map(jnp.copy, s)]
-
-  def call():
-    state[0], state[1] = step(state[0], state[1])
-    return state[0]
-
-  call()
-  jax.block_until_ready(state[0])
-  best = float('inf')
-  for _ in range(3):
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-      call()
-    jax.block_until_ready(state[0])
-    best = min(best, (time.perf_counter() - t0) / args.repeats)
-  return best
 
 
 def resnet50_shapes() -> list[tuple[int, ...]]:
@@ -184,15 +242,26 @@ def mask_update_time(args) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--width', type=int, default=1024)
-  parser.add_argument('--batch', type=int, default=256)
+  parser.add_argument('--model', choices=['mlp', 'resnet20'], default='mlp',
+                      help='mlp: the worst case for sparse overhead (every '
+                      'weight used once per example); resnet20: a '
+                      'convolutional network, as in the papers')
+  parser.add_argument('--width', type=int, default=1024,
+                      help='hidden width of the MLP')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='batch size (default: 256 for mlp, 64 for '
+                      'resnet20)')
   parser.add_argument('--update_freq', type=int, default=100)
-  parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument('--repeats', type=int, default=10,
+                      help='steps per program per round')
+  parser.add_argument('--rounds', type=int, default=15)
   parser.add_argument('--skip_resnet', action='store_true')
   parser.add_argument('--no_tune_allocator', action='store_true',
                       help='leave glibc malloc as it is (see '
                       'rigl_jax/cpu_allocator.py)')
   args = parser.parse_args()
+  if args.batch is None:
+    args.batch = 256 if args.model == 'mlp' else 64
   if not args.no_tune_allocator:
     tuned = cpu_allocator.keep_large_allocations_on_heap()
     print(f'allocator: large allocations kept on the heap: {tuned}')
