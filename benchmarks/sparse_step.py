@@ -10,14 +10,14 @@ Prints, for one model in one run:
   * the time of one RigL mask update on a ResNet-50-sized parameter tree
     (25.5M weights in 54 kernels, ERK 90%).
 
-Steps are timed in interleaved rounds (dense, then every method, again and
-again) and each method is compared with the dense step of the same round, so
-that the machine's drift cancels out.
+Steps are timed in interleaved rounds (every program once per round, in a
+random order) and each method is compared with the dense step of the same
+round, so that the machine's drift cancels out.
 
 Usage:
   python benchmarks/sparse_step.py [--model mlp|resnet20] [--width 1024]
-      [--batch 256] [--update_freq 100] [--rounds 15] [--repeats 10]
-      [--skip_resnet] [--no_tune_allocator]
+      [--batch 256] [--sparsity 0.9] [--update_freq 100] [--rounds 15]
+      [--repeats 10] [--skip_resnet] [--no_tune_allocator]
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def step_times(args) -> None:
   inner = optax.sgd(0.01, momentum=0.9, nesterov=True)
   n_params = sum(p.size for p in jax.tree.leaves(params))
   print(f'model: {name} ({n_params / 1e6:.2f}M params), '
-        f'batch {args.batch}, sgd+nesterov, {jax.devices()[0].platform}; '
+        f'batch {args.batch}, sgd+nesterov, ERK {args.sparsity:.0%}, '
+        f'{jax.devices()[0].platform}; '
         f'{args.rounds} interleaved rounds of {args.repeats} steps each')
 
   def make_step(tx, mask_update=None):
@@ -125,7 +126,7 @@ def step_times(args) -> None:
                         step_memory_mb(make_step(inner), params,
                                        inner.init(params)))}
   methods = ['static', 'set', 'snfs', 'rigl', 'pruning']
-  common = dict(sparsity=0.9, distribution='erk')
+  common = dict(sparsity=args.sparsity, distribution='erk')
   for method in methods:
     if method == 'static':
       tx = rigl_jax.static(inner, **common)
@@ -252,6 +253,8 @@ def main() -> None:
                       help='batch size (default: 256 for mlp, 64 for '
                       'resnet20)')
   parser.add_argument('--update_freq', type=int, default=100)
+  parser.add_argument('--sparsity', type=float, default=0.9,
+                      help='ERK sparsity of the step timings')
   parser.add_argument('--repeats', type=int, default=10,
                       help='steps per program per round')
   parser.add_argument('--rounds', type=int, default=15)
