@@ -121,10 +121,13 @@ def step_times(args) -> None:
       return optax.apply_updates(p, u), s
     return jax.jit(step, donate_argnums=(0, 1))
 
+  def program(tx, mask_update, p, s):
+    """(timer, planned memory) of one step, compiled once."""
+    compiled = make_step(tx, mask_update).lower(p, s).compile()
+    return _Timer(compiled, p, s), step_memory_mb(compiled)
+
   # name -> (timer, planned memory); every timer owns its (donated) state.
-  programs = {'dense': (_Timer(make_step(inner), params, inner.init(params)),
-                        step_memory_mb(make_step(inner), params,
-                                       inner.init(params)))}
+  programs = {'dense': program(inner, None, params, inner.init(params))}
   methods = ['static', 'set', 'snfs', 'rigl', 'pruning']
   common = dict(sparsity=args.sparsity, distribution='erk')
   for method in methods:
@@ -141,9 +144,7 @@ def step_times(args) -> None:
                   'cond': (tx_cond, None)}
     for kind, (t, flag) in variants.items():
       p, s = rigl_jax.masked_init(t, params)
-      programs[f'{method}/{kind}'] = (
-          _Timer(make_step(t, flag), p, s),
-          step_memory_mb(make_step(t, flag), p, s))
+      programs[f'{method}/{kind}'] = program(t, flag, p, s)
 
   times = {name: [] for name in programs}
   order = np.random.default_rng(0)
@@ -198,10 +199,10 @@ class _Timer:
     return (time.perf_counter() - t0) / repeats
 
 
-def step_memory_mb(step, p, s) -> float:
+def step_memory_mb(compiled) -> float:
   """Peak memory XLA plans for one step: arguments + outputs (less the
   donated, aliased ones) + scratch, from the compiled buffer assignment."""
-  m = step.lower(p, s).compile().memory_analysis()
+  m = compiled.memory_analysis()
   if m is None:
     return float('nan')
   total = (m.argument_size_in_bytes + m.output_size_in_bytes
