@@ -484,6 +484,16 @@ def _scale(metric: str) -> float:
 ZOOM_BELOW_DENSE = 0.10  # accuracy plots show down to dense - 10 points
 
 
+def _finish_grid(fig, axes, metric: str, path: str) -> None:
+  """Labels a grid of metric plots, puts the legend outside, saves it."""
+  axes[0][0].set_ylabel(_metric_title(metric))
+  axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1.0),
+                     loc='upper left')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, bbox_inches='tight')
+  plt.close(fig)
+
+
 def _clip_y(panels, rows: list[dict], metric: str, x_of) -> None:
   """Fits the y range to the methods but small-dense (whose tiniest models
   fall far below), at most `ZOOM_BELOW_DENSE` under dense for accuracy,
@@ -570,12 +580,7 @@ def plot_vs_sparsity(name: str, rows: list[dict], metric: str,
     ax.grid(alpha=0.3)
   _clip_y(zip(axes[0], dists), rows, metric,
           lambda r: _x_of(r['sparsity']))
-  axes[0][0].set_ylabel(_metric_title(metric))
-  axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1.0),
-                     loc='upper left')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, bbox_inches='tight')
-  plt.close(fig)
+  _finish_grid(fig, axes, metric, path)
 
 
 def plot_vs_flops(name: str, rows: list[dict], metric: str,
@@ -626,12 +631,7 @@ def plot_vs_flops(name: str, rows: list[dict], metric: str,
     ax.set_title(f'{name}: {DIST_LABELS[dist]}' if dist != '-' else name)
     ax.grid(alpha=0.3, which='both')
   _clip_y(zip(axes[0], dists), rows, metric, lambda r: r['training_flops'])
-  axes[0][0].set_ylabel(_metric_title(metric))
-  axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1.0),
-                     loc='upper left')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, bbox_inches='tight')
-  plt.close(fig)
+  _finish_grid(fig, axes, metric, path)
 
 
 def layer_sparsities(runs: list[dict], flops: Optional[FlopsCache] = None
