@@ -16,6 +16,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from rigl_jax import layers as layers_lib
 from rigl_jax import paths as paths_lib
 
 DISTRIBUTIONS = ('uniform', 'erk', 'er')
@@ -33,9 +34,10 @@ def check_sparsity(sparsity: float, name: str = 'sparsity') -> float:
   return s
 
 
-def _match_custom(custom_sparsity: Optional[Mapping[str, float]],
-                  sparse_paths: list[str]) -> dict[str, float]:
-  """Resolves custom-sparsity keys (exact paths or full-match regexes)."""
+def match_custom(custom_sparsity: Optional[Mapping[str, float]],
+                 sparse_paths: list[str]) -> dict[str, float]:
+  """``{sparse path: sparsity}`` of the custom-sparsity keys (exact paths or
+  full-match regexes); raises ValueError for a key matching no path."""
   out: dict[str, float] = {}
   for key, value in (custom_sparsity or {}).items():
     value = check_sparsity(value, f'custom_sparsity[{key!r}]')
@@ -54,27 +56,32 @@ def _match_custom(custom_sparsity: Optional[Mapping[str, float]],
   return out
 
 
-def _erk_densities(shapes: dict[str, tuple[int, ...]], sparsity: float,
-                   distribution: str, power: float) -> dict[str, float]:
+def _erk_densities(layers: dict[str, tuple[tuple[int, ...], int]],
+                   sparsity: float, distribution: str,
+                   power: float) -> dict[str, float]:
   """Solves for ER/ERK per-layer densities with the global zero budget.
 
-  Each layer gets density ``eps * raw[l]``; ``eps`` is chosen so that the
-  zeros add up to ``sparsity * sum(N_l)``. Layers whose density would exceed 1
-  are made dense and the rest re-solved, repeatedly (as in the reference
-  implementation).
+  ``layers`` maps a leaf name to ``(layer shape, number of layers)``: a
+  stacked leaf counts as that many layers of its slice's shape. Each layer
+  gets density ``eps * raw[l]``; ``eps`` is chosen so that the zeros add up
+  to ``sparsity * sum(N_l)``. Layers whose density would exceed 1 are made
+  dense and the rest re-solved, repeatedly (as in the reference
+  implementation, google-research/rigl ``rigl/sparse_utils.py``,
+  ``get_sparsities_erdos_renyi``).
   """
   raw = {}
-  for name, shape in shapes.items():
+  for name, (shape, _) in layers.items():
     if distribution == 'erk':
       raw[name] = (sum(shape) / math.prod(shape)) ** power
     else:  # 'er': fan-in + fan-out of the last two dims
-      n_in, n_out = shape[-2], shape[-1]
+      n_in, n_out = (shape[-2], shape[-1]) if len(shape) >= 2 else (
+          1, shape[-1])
       raw[name] = ((n_in + n_out) / (n_in * n_out)) ** power
   dense: set[str] = set()
   while True:
     rhs, divisor = 0.0, 0.0
-    for name, shape in shapes.items():
-      n = math.prod(shape)
+    for name, (shape, count) in layers.items():
+      n = math.prod(shape) * count
       if name in dense:
         rhs -= n * sparsity
       else:
@@ -86,11 +93,27 @@ def _erk_densities(shapes: dict[str, tuple[int, ...]], sparsity: float,
           f'{sorted(dense)} dense, the remaining layers would need density '
           f'<= 0. Use a lower sparsity or the uniform distribution.')
     eps = rhs / divisor
-    max_raw = max(raw[n] for n in shapes if n not in dense)
+    max_raw = max(raw[n] for n in layers if n not in dense)
     if eps * max_raw > 1.0:
-      dense.update(n for n in shapes if n not in dense and raw[n] == max_raw)
+      dense.update(n for n in layers if n not in dense and raw[n] == max_raw)
       continue
-    return {n: (1.0 if n in dense else eps * raw[n]) for n in shapes}
+    return {n: (1.0 if n in dense else eps * raw[n]) for n in layers}
+
+
+def sparse_layers(params: Any, is_sparse: paths_lib.IsSparse = None,
+                  stacked: layers_lib.Stacked = None
+                  ) -> dict[str, tuple[tuple[int, ...], int]]:
+  """``{path: (layer shape, number of layers)}`` of the sparse leaves."""
+  pred = paths_lib.make_is_sparse(is_sparse)
+  rules = layers_lib.parse_stacked(stacked)
+  out = {}
+  for name, x in paths_lib.flatten(params)[0]:
+    if paths_lib.can_be_sparse(x) and pred(name, x):
+      shape = tuple(int(d) for d in np.shape(x))
+      axis = layers_lib.stack_axis(rules, name, shape)
+      out[name] = (layers_lib.layer_shape(shape, axis),
+                   layers_lib.num_layers(shape, axis))
+  return out
 
 
 def sparsity_distribution(params: Any,
@@ -99,7 +122,8 @@ def sparsity_distribution(params: Any,
                           *,
                           is_sparse: paths_lib.IsSparse = None,
                           custom_sparsity: Optional[Mapping[str, float]] = None,
-                          erk_power_scale: float = 1.0) -> Any:
+                          erk_power_scale: float = 1.0,
+                          stacked: layers_lib.Stacked = None) -> Any:
   """Per-leaf sparsity for a global target.
 
   Args:
@@ -114,27 +138,34 @@ def sparsity_distribution(params: Any,
       exactly that sparsity and are left out of the ERK/ER budget.
     erk_power_scale: exponent applied to the ER/ERK raw densities (1.0 in the
       paper; smaller values move the distribution towards uniform).
+    stacked: ``{path regex: axis}`` of leaves that stack layers along
+      ``axis`` (see `rigl_jax.layers`); the shapes that enter ER/ERK are the
+      slices', and each slice gets the leaf's sparsity.
 
   Returns:
     A pytree shaped like ``params`` of Python floats: each sparse leaf's
-    sparsity, and 0.0 for dense leaves.
+    sparsity (of each of its layers), and 0.0 for dense leaves.
 
   Raises:
     ValueError: for a sparsity outside [0, 1), an unknown distribution, a
       custom sparsity naming no sparse leaf, or an unreachable ERK target.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from rigl_jax import distributions
+    >>> params = {'a': {'kernel': jnp.ones((10, 10))},
+    ...           'b': {'kernel': jnp.ones((10, 90)), 'bias': jnp.ones(90)}}
+    >>> s = distributions.sparsity_distribution(params, 0.5, 'erk')
+    >>> round(s['a']['kernel'], 3), round(s['b']['kernel'], 3), s['b']['bias']
+    (0.167, 0.537, 0.0)
   """
   sparsity = check_sparsity(sparsity)
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f'unknown sparsity distribution {distribution!r}; valid '
                      f'choices are {list(DISTRIBUTIONS)}')
-  flags = paths_lib.sparse_leaf_flags(params, is_sparse)
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  names = [paths_lib.path_str(p) for p, _ in flat]
-  is_sp = jax.tree.leaves(flags)
-  shapes = {n: tuple(int(d) for d in np.shape(x))
-            for n, (_, x), f in zip(names, flat, is_sp) if f}
-  custom = _match_custom(custom_sparsity, list(shapes))
-  budget = {n: s for n, s in shapes.items() if n not in custom}
+  layers = sparse_layers(params, is_sparse, stacked)
+  custom = match_custom(custom_sparsity, list(layers))
+  budget = {n: v for n, v in layers.items() if n not in custom}
 
   result: dict[str, float] = dict(custom)
   if budget:
@@ -142,14 +173,16 @@ def sparsity_distribution(params: Any,
       result.update({n: sparsity for n in budget})
     else:
       dens = _erk_densities(budget, sparsity, distribution, erk_power_scale)
-      empty = [n for n, d in dens.items() if d * math.prod(budget[n]) < 1.0]
+      empty = [n for n, d in dens.items()
+               if d * math.prod(budget[n][0]) < 1.0]
       if empty:
         raise ValueError(
             f'{distribution!r} cannot reach sparsity {sparsity}: it gives '
             f'{empty} less than one weight; use a lower sparsity, the '
             f'uniform distribution, or a custom_sparsity for those leaves.')
       result.update({n: 1.0 - d for n, d in dens.items()})
-  leaves = [result.get(n, 0.0) if f else 0.0 for n, f in zip(names, is_sp)]
+  flat, treedef = paths_lib.flatten(params)
+  leaves = [None if x is None else result.get(n, 0.0) for n, x in flat]
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

@@ -49,6 +49,50 @@ def sparse_masks_like(params: Any, flags: Any, fill: bool = True) -> Any:
       params, flags)
 
 
+# Columns of the row layout `random_layer_masks` searches all layers in.
+_COLS = 1024
+
+
+def random_layer_masks(key: jax.Array, layer_shapes: list[tuple[int, ...]],
+                       n_keep: list[int]) -> list[jax.Array]:
+  """Uniformly random masks with exactly ``n_keep[l]`` ones per layer.
+
+  All layers are drawn from one stream and selected by one segmented
+  threshold search (`selection.segment_top_k`): each layer takes
+  ``ceil(size / 1024)`` rows of a ``(rows, 1024)`` array, in order, so a
+  layer's mask depends on the layers before it only through its position
+  in that order, and compiling the initialisation costs one search however
+  many layers there are.
+
+  Args:
+    key: a PRNG key.
+    layer_shapes: the shape of every layer.
+    n_keep: active positions of every layer.
+
+  Returns:
+    One bool mask per layer.
+  """
+  if not layer_shapes:
+    return []
+  sizes = [int(np.prod(s)) for s in layer_shapes]
+  rows = [-(-n // _COLS) for n in sizes]
+  segment = np.repeat(np.arange(len(sizes)), rows)
+  total = int(sum(rows))
+  col = np.arange(_COLS)
+  valid = np.concatenate([
+      (np.arange(r)[:, None] * _COLS + col[None, :]) < n
+      for r, n in zip(rows, sizes)])
+  scores = jax.random.uniform(key, (total, _COLS))
+  sel = selection.segment_top_k(scores, tuple(segment.tolist()),
+                                jnp.asarray(n_keep, jnp.int32),
+                                jnp.asarray(valid))
+  out, start = [], 0
+  for r, n, shape in zip(rows, sizes, layer_shapes):
+    out.append(sel[start:start + r].reshape(-1)[:n].reshape(shape))
+    start += r
+  return out
+
+
 def random_masks(params: Any, sparsities: Any, flags: Any,
                  key: jax.Array) -> Any:
   """Uniformly random masks with exactly ``floor(s_l * N_l)`` zeros per leaf.
@@ -58,52 +102,52 @@ def random_masks(params: Any, sparsities: Any, flags: Any,
     sparsities: per-leaf sparsities (floats), as from
       `distributions.sparsity_distribution`.
     flags: per-leaf bools, True for sparse leaves.
-    key: a PRNG key; leaf i uses ``fold_in(key, i)``.
+    key: a PRNG key.
 
   Returns:
-    A mask pytree.
+    A mask pytree (see `random_layer_masks` for how the draws are laid out).
   """
   leaves, treedef = jax.tree.flatten(params)
   sps = jax.tree.leaves(sparsities)
   fl = jax.tree.leaves(flags)
-  out = []
-  for i, (p, s, f) in enumerate(zip(leaves, sps, fl)):
-    if not f:
-      out.append(None)
-      continue
-    shape = np.shape(p)
-    n_keep = int(np.prod(shape)) - distributions.num_zeros(shape, s)
-    scores = jax.random.uniform(jax.random.fold_in(key, i), shape)
-    out.append(selection.top_k_mask(scores, n_keep))
+  idx = [i for i, f in enumerate(fl) if f]
+  shapes = [tuple(np.shape(leaves[i])) for i in idx]
+  keep = [int(np.prod(s)) - distributions.num_zeros(s, sps[i])
+          for s, i in zip(shapes, idx)]
+  drawn = random_layer_masks(key, shapes, keep)
+  out = [None] * len(leaves)
+  for i, m in zip(idx, drawn):
+    out[i] = m
   return jax.tree.unflatten(treedef, out)
 
 
 def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
-  """Validates user-given masks against params and converts them to bool.
+  """Validates user-given masks against params.
 
   Args:
-    init_masks: a pytree shaped like ``params`` with an array (bool or 0/1) for
-      every sparse leaf; dense leaves may hold None or an all-True array.
+    init_masks: a pytree shaped like ``params`` with a bool array for every
+      sparse leaf; dense leaves may hold None or an all-True array.
     params: the parameter pytree.
-    flags: per-leaf bools, True for sparse leaves.
+    flags: per-leaf bools (a pytree like ``params``), True for sparse leaves.
 
   Returns:
     The mask pytree (bool arrays for sparse leaves, None for dense ones).
 
   Raises:
-    ValueError: if the tree structure or a shape does not match ``params``.
+    ValueError: naming the leaf, if the tree structure or a shape does not
+      match ``params``, a mask is not boolean, or a mask (when its values
+      are known) has no active weight.
   """
-  p_def = jax.tree.structure(params)
+  flat, p_def = paths_lib.flatten(params)
   try:
     m_leaves = p_def.flatten_up_to(init_masks)
   except (ValueError, TypeError) as e:
     raise ValueError(
         'init_masks must have the same tree structure as params (None for '
         f'dense leaves); {e}') from None
-  names = paths_lib.leaf_paths(params)
+  f_leaves = p_def.flatten_up_to(flags)
   out = []
-  for name, p, m, f in zip(names, jax.tree.leaves(params), m_leaves,
-                           jax.tree.leaves(flags)):
+  for (name, p), m, f in zip(flat, m_leaves, f_leaves):
     if not f:
       out.append(None)
       continue
@@ -113,7 +157,16 @@ def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
       raise ValueError(
           f'init_masks[{name!r}] has shape {tuple(np.shape(m))}, but the '
           f'parameter has shape {tuple(np.shape(p))}')
-    out.append(jnp.asarray(m).astype(jnp.bool_))
+    dtype = getattr(m, 'dtype', np.asarray(m).dtype)
+    if dtype != np.bool_:
+      raise ValueError(
+          f'init_masks[{name!r}] has dtype {dtype}; masks must be boolean '
+          '(convert with mask.astype(bool) if 0/1 is what you mean)')
+    if not isinstance(m, jax.core.Tracer) and not np.any(np.asarray(m)):
+      raise ValueError(
+          f'init_masks[{name!r}] has no active weight; keep that leaf dense '
+          'with is_sparse, or give it at least one True')
+    out.append(jnp.asarray(m))
   return jax.tree.unflatten(p_def, out)
 
 

@@ -8,6 +8,7 @@ params dict, ``'linear1/kernel'`` for a ``flax.nnx`` state).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -47,19 +48,61 @@ def leaf_paths(tree: Any) -> list[str]:
   return [path_str(p) for p, _ in flat]
 
 
+# Leaf names that are never weights to prune: biases, norm scales and
+# offsets (Flax: ``bias``, ``scale``; Haiku: ``offset``; Keras-style
+# ``gamma``/``beta``), and leaves under a normalisation module.
+_DENSE_NAME = re.compile(r'(bias|scale|offset|gamma|beta)$', re.I)
+_NORM_MODULE = re.compile(r'norm', re.I)
+
+
+def can_be_sparse(leaf: Any) -> bool:
+  """True for non-empty floating-point arrays with ndim >= 1.
+
+  None, zero-size, integer and boolean leaves always pass through dense,
+  whatever ``is_sparse`` says.
+  """
+  shape = getattr(leaf, 'shape', None)
+  dtype = getattr(leaf, 'dtype', None)
+  if shape is None or dtype is None or len(shape) < 1:
+    return False
+  return (math.prod(shape) > 0
+          and jax.numpy.issubdtype(dtype, jax.numpy.floating))
+
+
 def default_is_sparse(path: str, leaf: Any) -> bool:
-  """The default rule: convolution and dense kernels (ndim >= 2) are sparse.
+  """The default rule: floating-point kernels and embeddings are sparse.
+
+  A leaf is sparse when it has at least two dimensions (convolution and
+  dense kernels, Flax's ``kernel``, ``embedding``), is not named like a bias
+  or a norm parameter (``bias``, ``scale``, ``offset``, ``gamma``, ``beta``,
+  of any shape: attention biases ``(heads, head_dim)`` and stacked
+  LayerNorm scales ``(layers, d)`` stay dense) and does not sit in a
+  normalisation module (a path component containing ``norm``). The paper's
+  set, the convolution and dense kernels, is what this selects in its models.
 
   Args:
-    path: the leaf's path string (unused by the default rule).
+    path: the leaf's path string.
     leaf: the parameter (an array or `jax.ShapeDtypeStruct`).
 
   Returns:
-    True for leaves with at least two dimensions; biases, norm scales and
-    other vectors stay dense.
+    Whether the leaf is sparse.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from rigl_jax import paths
+    >>> paths.default_is_sparse('attn/query/kernel', jnp.ones((8, 2, 4)))
+    True
+    >>> paths.default_is_sparse('attn/query/bias', jnp.ones((2, 4)))
+    False
+    >>> paths.default_is_sparse('LayerNorm_0/scale', jnp.ones((6, 8)))
+    False
   """
-  del path
-  return len(getattr(leaf, 'shape', ())) >= 2
+  if not can_be_sparse(leaf) or len(leaf.shape) < 2:
+    return False
+  parts = path.split('/') if path else ['']
+  if _DENSE_NAME.search(parts[-1]):
+    return False
+  return not any(_NORM_MODULE.search(p) for p in parts[:-1])
 
 
 def make_is_sparse(is_sparse: IsSparse) -> PathPredicate:
@@ -91,8 +134,23 @@ def make_is_sparse(is_sparse: IsSparse) -> PathPredicate:
   return lambda path, leaf: any(c.search(path) for c in compiled)
 
 
+def flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
+  """``[(path string, leaf)]`` and the treedef, with None as a leaf.
+
+  Masks hold None for dense leaves; flattening the params with None as a
+  leaf too keeps the two aligned when the params themselves hold None.
+  """
+  flat, treedef = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: x is None)
+  return [(path_str(p), x) for p, x in flat], treedef
+
+
 def sparse_leaf_flags(params: Any, is_sparse: IsSparse = None) -> Any:
-  """A pytree of Python bools shaped like ``params``: which leaves are sparse."""
+  """A pytree of Python bools shaped like ``params``: which leaves are sparse.
+
+  None, zero-size and non-floating leaves are never sparse.
+  """
   pred = make_is_sparse(is_sparse)
-  return jax.tree_util.tree_map_with_path(
-      lambda p, x: bool(pred(path_str(p), x)), params)
+  flat, treedef = flatten(params)
+  return jax.tree.unflatten(
+      treedef, [can_be_sparse(x) and bool(pred(p, x)) for p, x in flat])

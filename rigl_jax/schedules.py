@@ -6,9 +6,11 @@ All functions take a traced step and are jit-friendly.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 DROP_FRACTION_SCHEDULES = ('cosine', 'constant', 'exponential')
 
@@ -101,3 +103,63 @@ def pruning_sparsity(step: jax.Array, *, initial_sparsity: float,
   t = jnp.asarray(step, jnp.float32)
   frac = jnp.clip((t - begin_step) / (end_step - begin_step), 0.0, 1.0)
   return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - frac)**3
+
+
+class MaskSchedule(NamedTuple):
+  """When masks change, and by how much: the one schedule of a run.
+
+  `sparsify` builds it from its arguments and exposes it as ``tx.schedule``;
+  a training loop asks it whether a step changes the masks (to run a
+  mask-update program only then) instead of re-deriving that from a config.
+
+  Attributes:
+    update_freq: steps between mask updates (Delta T).
+    begin_step: the first mask-update step.
+    end_step: masks change at steps < end_step (<= with ``include_end``);
+      None: never (dense and static training).
+    include_end: also update at ``end_step`` (gradual pruning ends there).
+    drop_fraction: alpha, the initial fraction of active weights replaced.
+    drop_fraction_schedule: see `drop_fraction`.
+
+  Example:
+    >>> from rigl_jax.schedules import MaskSchedule
+    >>> s = MaskSchedule(update_freq=100, end_step=300)
+    >>> [t for t in range(400) if s.is_update_step(t)]
+    [0, 100, 200]
+  """
+  update_freq: int = 100
+  begin_step: int = 0
+  end_step: Optional[int] = None
+  include_end: bool = False
+  drop_fraction: float = 0.3
+  drop_fraction_schedule: str = 'cosine'
+
+  def is_update_step(self, step):
+    """Whether the ``step``-th update (0-based) changes the masks: a Python
+    bool for a host integer, a traced bool scalar otherwise."""
+    if self.end_step is None:
+      return False if isinstance(step, (int, np.integer)) else (
+          jnp.zeros([], jnp.bool_))
+    if isinstance(step, (int, np.integer)):
+      step = int(step)
+      on_grid = (step - self.begin_step) % self.update_freq == 0
+      in_range = self.begin_step <= step < self.end_step
+      return bool((in_range and on_grid) or
+                  (self.include_end and step == self.end_step))
+    return is_update_step(step, update_freq=self.update_freq,
+                          begin_step=self.begin_step, end_step=self.end_step,
+                          include_end=self.include_end)
+
+  def drop_fraction_at(self, step) -> jax.Array:
+    """The drop fraction of a mask update at ``step``."""
+    return drop_fraction(step, initial=self.drop_fraction,
+                         schedule=self.drop_fraction_schedule,
+                         begin_step=self.begin_step, end_step=self.end_step)
+
+  def pruning_sparsity_at(self, step, initial_sparsity: float,
+                          final_sparsity: float) -> jax.Array:
+    """Gradual pruning's target at ``step`` (see `pruning_sparsity`)."""
+    return pruning_sparsity(step, initial_sparsity=initial_sparsity,
+                            final_sparsity=final_sparsity,
+                            begin_step=self.begin_step,
+                            end_step=self.end_step)

@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 _EXCLUDED = -1  # key of positions that may not be selected
 
@@ -180,3 +181,132 @@ def top_k_mask(scores: jax.Array, k: jax.Array | int,
                valid: Optional[jax.Array] = None) -> jax.Array:
   """Single-array `top_k_masks`: the ``k`` largest entries of ``scores``."""
   return top_k_masks([scores], k, None if valid is None else [valid])[0]
+
+
+def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
+                  k: jax.Array, valid: Optional[jax.Array] = None
+                  ) -> jax.Array:
+  """The ``k[s]`` largest scores of every segment of rows, all in one search.
+
+  Many layers' selections in one threshold search (one compiled loop rather
+  than one per layer, which matters for compile time on many-layer models):
+  the layers are laid out as rows of a 2-D array, each layer taking
+  consecutive rows (its last row padded with invalid positions), and every
+  segment of rows gets its own bracket, advanced together. Within a segment
+  ties are broken by position (row-major), as in `top_k_mask`, so a segment
+  selects exactly what `top_k_mask` selects on its flattened scores.
+
+  Args:
+    scores: float array ``(rows, cols)``; negative and NaN count as 0.
+    row_segment: a static sequence of ``rows`` non-decreasing segment ids
+      ``0 .. S - 1``; a segment's rows are consecutive.
+    k: int array ``(S,)``: how many to select in each segment (may be traced;
+      values above a segment's valid positions select all of them).
+    valid: optional bool array like ``scores``; only valid positions can be
+      selected (mark padding invalid).
+
+  Returns:
+    A bool array like ``scores`` with exactly ``min(k[s], #valid in s)`` True
+    entries in every segment ``s``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from rigl_jax import selection
+    >>> s = jnp.array([[1., 5., 2.], [4., 3., 0.], [9., 8., 7.]])
+    >>> selection.segment_top_k(s, [0, 0, 1], jnp.array([2, 1])).astype(int)
+    Array([[0, 1, 0],
+           [1, 0, 0],
+           [1, 0, 0]], dtype=int32)
+  """
+  seg_np = np.asarray(row_segment, np.int32)
+  n_seg = int(seg_np.max()) + 1 if seg_np.size else 0
+  rows, cols = scores.shape
+  first_row = np.zeros(n_seg, np.int64)
+  for s in range(n_seg - 1, -1, -1):
+    first_row[s] = np.flatnonzero(seg_np == s)[0]
+  seg = jnp.asarray(seg_np)
+  # Position of each entry within its segment, row-major.
+  row_base = jnp.asarray((np.arange(rows) - first_row[seg_np]) * cols,
+                         jnp.int32)
+  pos = row_base[:, None] + lax.iota(jnp.int32, cols)[None, :]
+  seg_size = jnp.asarray(np.bincount(seg_np, minlength=n_seg) * cols,
+                         jnp.int32)
+  keys = _keys(scores, valid).reshape(rows, cols)
+  k = jnp.asarray(k, jnp.int32)
+
+  def seg_sum(per_row):
+    return jax.ops.segment_sum(per_row, seg, n_seg, indices_are_sorted=True)
+
+  def count(pred_rows):
+    return seg_sum(jnp.sum(pred_rows, axis=1, dtype=jnp.int32))
+
+  def count_ge(t):
+    return count(keys >= t[seg][:, None])
+
+  row_max = jnp.max(keys, axis=1)
+  hi0 = jnp.maximum(jax.ops.segment_max(row_max, seg, n_seg,
+                                        indices_are_sorted=True), 0) + 1
+  lo0 = jnp.zeros([n_seg], jnp.int32)
+
+  class Carry(NamedTuple):
+    lo: jax.Array
+    hi: jax.Array
+    f_lo: jax.Array
+    f_hi: jax.Array
+    kept_hi: jax.Array
+    kept_lo: jax.Array
+    width: jax.Array
+    stalls: jax.Array
+    steps: jax.Array
+
+  def searching(c):
+    return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
+
+  def step(c):
+    active = searching(c)
+    secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
+                     (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
+    bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
+    mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
+                   c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1))
+    f = (count_ge(mid) - k).astype(jnp.float32)
+    ok = f >= 0
+    lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
+    halved = hi - lo <= c.width // 2
+    new = Carry(
+        lo=lo, hi=hi,
+        f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
+        f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
+        kept_hi=ok, kept_lo=~ok,
+        width=jnp.where(halved, hi - lo, c.width),
+        stalls=jnp.where(halved, 0, c.stalls + 1),
+        steps=c.steps + 1)
+    return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
+
+  zeros = jnp.zeros([n_seg], jnp.int32)
+  falses = jnp.zeros([n_seg], bool)
+  init = Carry(lo=lo0, hi=hi0, f_lo=(count_ge(lo0) - k).astype(jnp.float32),
+               f_hi=(-k).astype(jnp.float32), kept_hi=falses,
+               kept_lo=falses, width=hi0 - lo0, stalls=zeros, steps=zeros)
+  t = lax.while_loop(lambda c: jnp.any(searching(c)), step, init).lo
+  t_rows = t[seg][:, None]
+
+  n_gt = count(keys > t_rows)
+  n_eq = count(keys == t_rows)
+  need = jnp.clip(k - n_gt, 0, n_eq)
+
+  # Among ties at t, the first `need` by position: the smallest J with
+  # count(key == t and pos < J) >= need, per segment.
+  def index_step(carry):
+    lo, hi = carry
+    mid = lo + (hi - lo) // 2
+    ok = count((keys == t_rows) & (pos < mid[seg][:, None])) >= need
+    busy = lo < hi
+    return (jnp.where(busy & ~ok, mid + 1, lo),
+            jnp.where(busy & ok, mid, hi))
+
+  start = jnp.where(need == n_eq, seg_size, 0).astype(jnp.int32)
+  j, _ = lax.while_loop(lambda c: jnp.any(c[0] < c[1]), index_step,
+                        (start, seg_size))
+  sel = (keys > t_rows) | ((keys == t_rows) & (pos < j[seg][:, None]))
+  return sel & (keys != _EXCLUDED) & (k[seg] > 0)[:, None]

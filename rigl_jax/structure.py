@@ -19,7 +19,7 @@ ties by position, so results are deterministic.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +139,67 @@ def satisfies(mask: Any, nm: NM) -> bool:
   shape = mask.shape
   g = mask.reshape(shape[:-2] + (shape[-2] // nm[1], nm[1], shape[-1]))
   return bool(np.all(g.sum(axis=-2) == nm[0]))
+
+
+class Unstructured(NamedTuple):
+  """No constraint: any position of a layer may be active."""
+
+  @property
+  def sparsity(self) -> Optional[float]:
+    """The sparsity the structure fixes (None: any)."""
+    return None
+
+  def check(self, path: str, shape: tuple[int, ...]) -> None:
+    del path, shape
+
+  def grow(self, kept: jax.Array, scores: jax.Array,
+           n_grow: jax.Array) -> jax.Array:
+    """The ``n_grow`` best-scored positions outside ``kept``."""
+    return selection.top_k_mask(scores, n_grow, valid=~kept)
+
+  def prune(self, magnitude: jax.Array, n_keep: jax.Array,
+            valid: jax.Array) -> jax.Array:
+    """The ``n_keep`` largest valid weights."""
+    return selection.top_k_mask(magnitude, n_keep, valid=valid)
+
+
+class NMStructure(NamedTuple):
+  """N nonzeros in every group of M inputs (see the module docstring)."""
+  n: int
+  m: int
+
+  @property
+  def sparsity(self) -> Optional[float]:
+    return sparsity_of((self.n, self.m))
+
+  def check(self, path: str, shape: tuple[int, ...]) -> None:
+    check_shape(path, shape, (self.n, self.m))
+
+  def random_mask(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return random_mask(key, shape, (self.n, self.m))
+
+  def grow(self, kept: jax.Array, scores: jax.Array,
+           n_grow: jax.Array) -> jax.Array:
+    """Each group regrows what it lost (``n_grow`` follows from ``kept``)."""
+    del n_grow
+    return regrow(kept, scores, (self.n, self.m))
+
+  def prune(self, magnitude: jax.Array, n_keep: jax.Array,
+            valid: jax.Array) -> jax.Array:
+    return prune_keep(magnitude, n_keep, (self.n, self.m), valid=valid)
+
+
+Structure = Union[Unstructured, NMStructure]
+
+
+def get_structure(structure: Any) -> Structure:
+  """``'unstructured'``/None/a structure object -> a structure strategy;
+  ``'N:M'`` or ``(N, M)`` -> `NMStructure`.
+
+  Raises:
+    ValueError: as `parse`.
+  """
+  if isinstance(structure, (Unstructured, NMStructure)):
+    return structure
+  nm = parse(structure)
+  return Unstructured() if nm is None else NMStructure(*nm)

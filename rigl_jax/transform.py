@@ -1,41 +1,55 @@
 """The optax wrapper: sparse training around any inner optax optimizer.
 
-``sparsify(inner, method, ...)`` returns an `optax.GradientTransformationExtraArgs`
-whose state holds the masks, the inner optimizer's state and the method's own
-state. On every step it
+``sparsify(inner, method, ...)`` returns an optax transformation whose state
+holds the masks, the inner optimizer's state and the method's own state. Its
+``update`` is Algorithm 1 of Evci et al. (2020) for any method:
 
-1. hands the inner optimizer the gradients of the active weights only and
-   returns updates that keep every inactive weight exactly zero;
-2. on mask-update steps (every ``update_freq`` steps in
-   ``[begin_step, end_step)``) runs the method's rule under `jax.lax.cond`
-   instead of the weight update (Algorithm 1 of Evci et al. 2020): drop the
-   ``floor(drop_fraction(t) * nnz)`` smallest-magnitude active weights of
-   each sparse leaf and grow as many connections, starting at exactly zero
-   with their inner-optimizer state (momentum, Adam moments, ...) reset.
+1. the inner optimizer sees the gradients of the active weights only;
+2. on a mask-update step (``tx.schedule``) the method's rule changes the
+   masks, under `jax.lax.cond`: RigL, SET and SNFS drop the
+   ``floor(drop_fraction(t) * nnz)`` smallest active weights of each layer
+   and grow as many (and skip that step's weight update), pruning removes
+   weights on its cubic schedule;
+3. the updates leave every masked weight at exactly zero; where a mask
+   changed, the parameter-shaped optimizer state (momentum, Adam moments,
+   ...) restarts as the optimizer would start a zero weight, while counters,
+   schedules and injected hyperparameters advance on every step.
 
 The gradients passed to ``update`` must be those of the loss w.r.t. the
 (masked) parameters, i.e. what `jax.grad` gives when the model uses the
 stored params directly; they are dense, which is what RigL grows by.
+
+Where it goes in a chain: ``sparsify`` must be the last transformation, the
+one whose updates `optax.apply_updates` adds to the params (it zeroes dropped
+weights with an update of ``-p``). Wrap everything else inside it:
+``sparsify(optax.chain(optax.clip(1.0), optax.scale_by_adam(),
+optax.scale(-lr)), ...)``. Transformations before it in a chain (gradient
+clipping) are fine. A transformation after it that changes its updates makes
+masked weights nonzero; the next mask update detects that and stops the
+program with an error that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import custom_batching
 
 from rigl_jax import distributions
+from rigl_jax import layers as layers_lib
+from rigl_jax import mask_update as mask_update_lib
 from rigl_jax import masks as masks_lib
 from rigl_jax import methods as methods_lib
 from rigl_jax import paths as paths_lib
 from rigl_jax import schedules
-from rigl_jax import selection
 from rigl_jax import structure as structure_lib
-from rigl_jax.methods.snfs import redistribute_counts
 
 
 class SparseState(NamedTuple):
@@ -44,12 +58,15 @@ class SparseState(NamedTuple):
   Attributes:
     step: number of ``update`` calls so far (int32).
     masks: a bool array per sparse leaf, None per dense leaf.
-    inner_state: the wrapped optimizer's state.
+    inner_state: the wrapped optimizer's state (`optax.tree_utils.tree_get`
+      reaches into it, e.g. an ``inject_hyperparams`` learning rate).
     aux: the method's own state (SNFS: EMA of the dense gradients).
     drop_fraction: the drop fraction used by the last mask update (for
       pruning: the fraction of active weights it removed).
     mask_churn: fraction of the active connections that the last mask update
       removed (and, for dynamic methods, replaced).
+    key: the PRNG key of random mask choices (SET's growth); from
+      ``masked_init(..., key=)`` or ``seed``.
   """
   step: jax.Array
   masks: Any
@@ -57,65 +74,102 @@ class SparseState(NamedTuple):
   aux: Any
   drop_fraction: jax.Array
   mask_churn: jax.Array
+  key: jax.Array
 
 
-def _floor_product(fraction: jax.Array, count: jax.Array) -> jax.Array:
-  """floor(fraction * count) as int32, robust to float32 error (0.7 * 10)."""
-  x = fraction.astype(jnp.float32) * count.astype(jnp.float32)
-  r = jnp.round(x)
-  return jnp.where(jnp.abs(x - r) < 1e-3, r, jnp.floor(x)).astype(jnp.int32)
+class SparseTransformation(optax.GradientTransformationExtraArgs):
+  """What `sparsify` returns: an optax transformation (``init``, ``update``)
+  that also carries its ``method`` (a `rigl_jax.methods.Method`) and its
+  ``schedule`` (a `rigl_jax.schedules.MaskSchedule`: when masks change,
+  for a training loop that runs a mask-update program only then)."""
+  method: methods_lib.Method
+  schedule: schedules.MaskSchedule
 
 
-def _param_subtrees_map(fn, state: Any, params: Any, *trees: Any) -> Any:
-  """Applies ``fn(state_leaf, *tree_leaves)`` to every state subtree that
-  mirrors ``params`` (same tree structure and leaf shapes); other state
-  leaves are returned unchanged. Works for any optax optimizer."""
-  p_def = jax.tree.structure(params)
-  p_shapes = [np.shape(x) for x in jax.tree.leaves(params)]
+# --- Keys for ensembles -----------------------------------------------------
 
-  def mirrors(x):
-    if isinstance(x, SparseState):
-      return False
-    try:
-      if jax.tree.structure(x) != p_def:
-        return False
-    except Exception:  # pylint: disable=broad-except
-      return False
-    return [np.shape(y) for y in jax.tree.leaves(x)] == p_shapes
-
-  def visit(x):
-    if mirrors(x):
-      return jax.tree.map(fn, x, *trees)
-    return x
-
-  return jax.tree.map(visit, state, is_leaf=mirrors)
+_INIT_KEY: contextvars.ContextVar = contextvars.ContextVar('rigl_jax_init_key',
+                                                          default=None)
 
 
-def _nm_random_masks(params: Any, flags: Any, nm: structure_lib.NM,
-                     key: jax.Array) -> Any:
-  """Random N:M masks for the sparse leaves, after checking their shapes
-  (only the checks if ``key`` is None)."""
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  out = []
-  for i, ((path, p), f) in enumerate(zip(flat, jax.tree.leaves(flags))):
-    if not f:
-      out.append(None)
-      continue
-    structure_lib.check_shape(paths_lib.path_str(path), np.shape(p), nm)
-    out.append(None if key is None else structure_lib.random_mask(
-        jax.random.fold_in(key, i), np.shape(p), nm))
-  return jax.tree.unflatten(treedef, out)
+@contextlib.contextmanager
+def init_key(key: jax.Array):
+  """Within this context, `sparsify` optimizers initialise from ``key``.
+
+  For code that calls ``tx.init`` itself (``nnx.Optimizer``,
+  ``TrainState.create``); `masked_init` takes ``key=`` directly.
+  """
+  token = _INIT_KEY.set(key)
+  try:
+    yield
+  finally:
+    _INIT_KEY.reset(token)
 
 
-def _check_schedule_args(kind: str, update_freq: Any, begin_step: Any,
-                         end_step: Any, drop_fraction: float) -> None:
+@custom_batching.custom_vmap
+def _any_member(x: jax.Array) -> jax.Array:
+  """``x`` itself; under `jax.vmap`, True if any member's ``x`` is.
+
+  Keeps the mask update a `lax.cond` in a vmapped step (an ensemble whose
+  members share the schedule): a batched predicate would turn the cond into
+  a select that runs the mask update on every step.
+  """
+  return x
+
+
+@_any_member.def_vmap
+def _any_member_rule(axis_size, in_batched, x):
+  del axis_size
+  if in_batched[0]:
+    x = jnp.any(x, axis=0)
+  return _any_member(x), False
+
+
+# --- Leaves and layers --------------------------------------------------------
+
+
+class _Leaf(NamedTuple):
+  """A sparse leaf: where it is, how it splits into layers, its sparsity."""
+  index: int
+  path: str
+  axis: Optional[int]
+  layer_shape: tuple[int, ...]
+  ids: np.ndarray
+  sparsity: float
+  fixed: bool
+
+
+def _is_transformation(x: Any) -> bool:
+  return (isinstance(x, optax.GradientTransformation) or
+          (not callable(x) and hasattr(x, 'init') and hasattr(x, 'update')))
+
+
+def _check_inner(inner: Any) -> optax.GradientTransformationExtraArgs:
+  if _is_transformation(inner):
+    return optax.with_extra_args_support(inner)
+  if callable(inner):
+    name = getattr(inner, '__qualname__', repr(inner))
+    module = getattr(inner, '__module__', '') or ''
+    if module.startswith('optax'):
+      name = 'optax.' + name
+    raise ValueError(
+        f'inner must be an optax GradientTransformation; got {name} itself, '
+        f'not called. Call it with its hyperparameters, e.g. '
+        f'sparsify({name}(learning_rate), ...)')
+  raise ValueError(f'inner must be an optax GradientTransformation (such as '
+                   f'optax.sgd(0.1)); got {type(inner).__name__}')
+
+
+def _check_schedule_args(method: methods_lib.Method, update_freq: Any,
+                         begin_step: Any, end_step: Any,
+                         drop_fraction: float) -> None:
   if not isinstance(update_freq, (int, np.integer)) or update_freq < 1:
     raise ValueError(f'update_freq must be an integer >= 1; got '
                      f'{update_freq!r}')
   if not isinstance(begin_step, (int, np.integer)) or begin_step < 0:
     raise ValueError(f'begin_step must be an integer >= 0; got '
                      f'{begin_step!r}')
-  if kind in ('dst', 'pruning'):
+  if method.dynamic:
     if end_step is None:
       raise ValueError('end_step is required for dynamic sparse training and '
                        'pruning: the last step at which masks change')
@@ -126,8 +180,50 @@ def _check_schedule_args(kind: str, update_freq: Any, begin_step: Any,
     raise ValueError(f'drop_fraction must be in [0, 1]; got {drop_fraction!r}')
 
 
+def _first_mismatch(want: list[str], got: list[str]) -> str:
+  for i, (a, b) in enumerate(zip(want, got)):
+    if a != b:
+      return (f'leaf {i} is {b!r} where the optimizer was initialised with '
+              f'{a!r}')
+  if len(got) > len(want):
+    return f'{got[len(want)]!r} is not in the params it was initialised with'
+  return f'{want[len(got)]!r} is missing'
+
+
+def _aligned(name: str, tree: Any, want: list[str]
+             ) -> tuple[list[Any], Any]:
+  """``tree``'s leaves (None as a leaf) and treedef, checked against the
+  leaf paths the state was initialised with."""
+  flat, treedef = paths_lib.flatten(tree)
+  got = [p for p, _ in flat]
+  if got != want:
+    raise ValueError(
+        f'{name} do not match the params this sparsify optimizer was '
+        f'initialised with: {_first_mismatch(want, got)}')
+  return [x for _, x in flat], treedef
+
+
+def _report_leak(counts, step, *, names: tuple[str, ...]) -> None:
+  """Host callback: stops the program if masked weights are nonzero."""
+  counts = np.asarray(counts).reshape(-1, len(names))
+  bad = [(n, int(c)) for n, c in zip(names, counts.max(axis=0)) if c > 0]
+  if bad:
+    raise ValueError(
+        f'rigl_jax: at step {int(np.max(step))} weights that the masks '
+        f'exclude are nonzero ({bad[:4]} nonzero weights): a transformation '
+        'after sparsify(...) in an optax.chain changed its updates (e.g. '
+        'optax.scale, scale_by_learning_rate, clip, add_decayed_weights or '
+        'reduce_on_plateau after it), or the params were changed outside '
+        'the optimizer. sparsify must be the last transformation: wrap the '
+        'others inside it, e.g. rigl_jax.sparsify(optax.chain('
+        'optax.scale_by_adam(), optax.scale(-lr)), ...).')
+
+
+# --- sparsify -----------------------------------------------------------------
+
+
 def sparsify(inner: optax.GradientTransformation,
-             method: str,
+             method: Union[str, methods_lib.Method],
              *,
              sparsity: float,
              distribution: str = 'erk',
@@ -139,59 +235,70 @@ def sparsify(inner: optax.GradientTransformation,
              init_masks: Any = None,
              is_sparse: paths_lib.IsSparse = None,
              custom_sparsity: Optional[Mapping[str, float]] = None,
+             stacked: layers_lib.Stacked = None,
              seed: int = 0,
              erk_power_scale: float = 1.0,
-             snfs_momentum: float = 0.9,
-             snfs_redistribution: bool = False,
-             pruning_scope: str = 'layer',
-             pruning_initial_sparsity: float = 0.0,
              structure: Any = 'unstructured',
-             ) -> optax.GradientTransformationExtraArgs:
+             **method_kwargs: Any,
+             ) -> SparseTransformation:
   """Wraps ``inner`` so that it trains a sparse network.
 
   Args:
     inner: any optax optimizer (e.g. ``optax.sgd(0.1, momentum=0.9)`` or an
-      ``optax.chain``).
-    method: ``'dense'``, ``'static'``, ``'set'``, ``'snfs'``, ``'rigl'`` or
-      ``'pruning'``.
+      ``optax.chain``); it should include the learning rate, since
+      ``sparsify`` must be the last transformation of a chain (see the
+      module docstring).
+    method: a registered name (``'dense'``, ``'static'``, ``'set'``,
+      ``'snfs'``, ``'rigl'``, ``'pruning'``, or one added with
+      `rigl_jax.methods.register`) or a `rigl_jax.methods.Method` object.
     sparsity: the global fraction of zeros over the sparse leaves, in [0, 1).
     distribution: per-layer sparsity: ``'erk'``, ``'er'`` or ``'uniform'``.
     update_freq: steps between mask updates (Delta T).
     begin_step: first mask-update step.
-    end_step: masks stop changing at this step (T_end); required for
-      ``set``, ``snfs``, ``rigl`` and ``pruning``.
+    end_step: masks stop changing at this step (T_end); required for methods
+      whose masks change.
     drop_fraction: alpha, the initial fraction of active weights replaced.
     drop_fraction_schedule: ``'cosine'``, ``'constant'`` or
       ``'exponential_K'``.
     init_masks: optional masks to start from (a pytree like params with a
-      bool array per sparse leaf); each leaf's nnz then comes from them.
-    is_sparse: which leaves are sparse: None (kernels with ndim >= 2), path
-      regexes, or a ``(path, leaf) -> bool`` predicate.
+      bool array per sparse leaf); each layer's nnz then comes from them.
+    is_sparse: which leaves are sparse: None (`paths.default_is_sparse`:
+      floating-point kernels and embeddings, never biases or norm
+      parameters), path regexes, or a ``(path, leaf) -> bool`` predicate.
+      None, zero-size and non-floating leaves are always dense.
     custom_sparsity: ``{path or regex: sparsity}`` overrides, left out of the
-      distribution's budget.
-    seed: seed of the random initial masks (and of SET's regrowth).
+      distribution's budget (and of SNFS's redistribution).
+    stacked: ``{path regex: axis}``: leaves holding a stack of layers along
+      ``axis`` (``nn.scan``/``nn.vmap`` blocks, MaxText's
+      ``param_scan_axis``). Each slice is then a layer of its own for the
+      distribution, the masks, drop/grow counts, top-k and pruning.
+    seed: seed of the random initial masks and of SET's regrowth (unless
+      `masked_init` is given a ``key``).
     erk_power_scale: exponent of the ER/ERK raw densities.
-    snfs_momentum: SNFS's EMA decay of the dense gradients.
-    snfs_redistribution: SNFS's cross-layer redistribution of regrowth.
-    pruning_scope: ``'layer'`` or ``'global'`` magnitude ranking.
-    pruning_initial_sparsity: s_i of the pruning schedule (capped at each
-      leaf's final sparsity, or at ``sparsity`` for the global scope).
     structure: ``'unstructured'``, or ``'N:M'`` (e.g. ``'2:4'``): every
-      sparse kernel keeps exactly N nonzeros in each group of M along its
+      sparse layer keeps exactly N nonzeros in each group of M along its
       input dimension (see `rigl_jax.structure`); ``sparsity`` must then be
-      1 - N/M, and drops/growths stay within the structure.
+      1 - N/M.
+    **method_kwargs: the method's hyperparameters, e.g. ``snfs_momentum``
+      (0.9), ``snfs_redistribution`` (False), ``pruning_scope``
+      (``'layer'`` or ``'global'``), ``pruning_initial_sparsity`` (0.0).
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`. Its ``update`` requires
-    ``params``; extra keyword arguments are passed to ``inner``. Call
-    `masked_init` (or mask the params with `apply_masks` and `get_masks`)
-    so that the model never sees an unmasked weight.
+    A `SparseTransformation` (an `optax.GradientTransformationExtraArgs`
+    with ``.method`` and ``.schedule``). Its ``update`` requires ``params``;
+    extra keyword arguments go to ``inner``; ``mask_update=True|False`` (a
+    Python bool) compiles the plain or the mask-update step without the
+    `lax.cond`. Call `masked_init` (or mask the params with `apply_masks`
+    and `get_masks`) so that the model never sees an unmasked weight.
 
   Raises:
     ValueError: for an unknown method, distribution or schedule, a sparsity
-      outside [0, 1), ``update_freq < 1`` or ``end_step <= begin_step``.
-      Problems that need the params (bad ``init_masks``, unknown
-      ``custom_sparsity`` paths, unreachable ERK targets) raise at ``init``.
+      outside [0, 1), ``update_freq < 1``, ``end_step <= begin_step``, an
+      uncalled optax factory as ``inner``. Problems that need the params
+      (no sparse leaf, bad ``init_masks``, unknown ``custom_sparsity``
+      paths, unreachable ERK targets) raise at ``init``; params, grads or
+      state that do not match ``init``'s raise at ``update``, naming the
+      leaf.
 
   Example:
     >>> import jax.numpy as jnp, optax, rigl_jax
@@ -201,69 +308,111 @@ def sparsify(inner: optax.GradientTransformation,
     >>> params, state = rigl_jax.masked_init(tx, params)
     >>> int(rigl_jax.get_masks(state)['w'].sum())
     16
+    >>> tx.schedule.is_update_step(100), tx.schedule.is_update_step(101)
+    (True, False)
   """
-  m = methods_lib.get_method(
-      method, snfs_momentum=snfs_momentum,
-      snfs_redistribution=snfs_redistribution, pruning_scope=pruning_scope,
-      pruning_initial_sparsity=pruning_initial_sparsity)
+  inner = _check_inner(inner)
+  m = methods_lib.get_method(method, **method_kwargs)
   sparsity = distributions.check_sparsity(sparsity)
   if distribution not in distributions.DISTRIBUTIONS:
     raise ValueError(f'unknown sparsity distribution {distribution!r}; valid '
                      f'choices are {list(distributions.DISTRIBUTIONS)}')
   schedules.parse_drop_fraction_schedule(drop_fraction_schedule)
-  _check_schedule_args(m.kind, update_freq, begin_step, end_step,
-                       drop_fraction)
-  paths_lib.make_is_sparse(is_sparse)
+  _check_schedule_args(m, update_freq, begin_step, end_step, drop_fraction)
+  pred = paths_lib.make_is_sparse(is_sparse)
+  stack_rules = layers_lib.parse_stacked(stacked)
   custom_sparsity = dict(custom_sparsity or {})
-  nm = structure_lib.parse(structure)
-  if nm is not None and m.kind != 'dense':
-    if abs(sparsity - structure_lib.sparsity_of(nm)) > 1e-6:
+  struct = structure_lib.get_structure(structure)
+  if m.sparse and struct.sparsity is not None:
+    if abs(sparsity - struct.sparsity) > 1e-6:
       raise ValueError(
-          f'structure {nm[0]}:{nm[1]} fixes every sparse layer at sparsity '
-          f'{structure_lib.sparsity_of(nm):g} (1 - N/M); got sparsity='
+          f'structure {struct.n}:{struct.m} fixes every sparse layer at '
+          f'sparsity {struct.sparsity:g} (1 - N/M); got sparsity='
           f'{sparsity:g}')
     if custom_sparsity:
       raise ValueError('custom_sparsity cannot be combined with an N:M '
                        'structure; exclude layers with is_sparse instead')
-    if m.redistribute:
-      raise ValueError('snfs_redistribution moves connections between '
-                       'layers, which an N:M structure forbids')
-    if m.kind == 'pruning' and m.global_scope:
-      raise ValueError("pruning_scope='global' cannot keep an N:M "
-                       "structure; use pruning_scope='layer'")
+  m.validate(structure=struct, custom_sparsity=custom_sparsity)
   seed = int(seed)
+  schedule = schedules.MaskSchedule(
+      update_freq=int(update_freq), begin_step=int(begin_step),
+      end_step=None if not m.dynamic else int(end_step),
+      include_end=m.include_end, drop_fraction=float(drop_fraction),
+      drop_fraction_schedule=drop_fraction_schedule)
 
-  def leaf_flags(params):
-    if m.kind == 'dense':
-      return jax.tree.map(lambda _: False, params)
-    return paths_lib.sparse_leaf_flags(params, is_sparse)
+  def layout(params) -> tuple[list[tuple[str, Any]], Any, list[_Leaf]]:
+    """The params' leaves (None as a leaf), treedef and sparse leaves."""
+    flat, treedef = paths_lib.flatten(params)
+    if not m.sparse:
+      return flat, treedef, []
+    sps = None
+    if struct.sparsity is None:
+      sps = paths_lib.flatten(distributions.sparsity_distribution(
+          params, sparsity, distribution, is_sparse=is_sparse,
+          custom_sparsity=custom_sparsity, erk_power_scale=erk_power_scale,
+          stacked=stacked))[0]
+    fixed = set(distributions.match_custom(
+        custom_sparsity,
+        list(distributions.sparse_layers(params, is_sparse, stacked))))
+    leaves, next_id = [], 0
+    for i, (path, x) in enumerate(flat):
+      if x is None:
+        continue
+      if not (paths_lib.can_be_sparse(x) and pred(path, x)):
+        next_id += 1
+        continue
+      shape = tuple(int(d) for d in np.shape(x))
+      axis = layers_lib.stack_axis(stack_rules, path, shape)
+      n = layers_lib.num_layers(shape, axis)
+      lshape = layers_lib.layer_shape(shape, axis)
+      struct.check(path, lshape)
+      leaves.append(_Leaf(
+          index=i, path=path, axis=axis, layer_shape=lshape,
+          ids=np.arange(next_id, next_id + n),
+          sparsity=struct.sparsity if sps is None else sps[i][1],
+          fixed=path in fixed))
+      next_id += n
+    if not leaves:
+      raise ValueError(
+          f'sparsify({m.name!r}) found no sparse leaf in the params: '
+          f'is_sparse={is_sparse!r} matches none of '
+          f'{[p for p, x in flat if x is not None][:12]}. Fix is_sparse '
+          "(path regexes such as 'kernel'), or use method='dense'.")
+    return flat, treedef, leaves
 
-  def leaf_sparsities(params):
-    if nm is not None:
-      return jax.tree.map(
-          lambda f: structure_lib.sparsity_of(nm) if f else 0.0,
-          paths_lib.sparse_leaf_flags(params, is_sparse))
-    return distributions.sparsity_distribution(
-        params, sparsity, distribution, is_sparse=is_sparse,
-        custom_sparsity=custom_sparsity, erk_power_scale=erk_power_scale)
+  def initial_masks(leaves: list[_Leaf], key: jax.Array) -> list[jax.Array]:
+    """Initial masks of the sparse leaves (layer views)."""
+    if m.starts_dense:
+      return [jnp.ones((len(lf.ids),) + lf.layer_shape, jnp.bool_)
+              for lf in leaves]
+    if isinstance(struct, structure_lib.NMStructure):
+      return [jax.vmap(lambda k, s=lf.layer_shape: struct.random_mask(k, s))(
+          jax.vmap(jax.random.fold_in, (None, 0))(
+              key, jnp.asarray(lf.ids, jnp.uint32))) for lf in leaves]
+    shapes, keep = [], []
+    for lf in leaves:
+      n_keep = (int(np.prod(lf.layer_shape)) -
+                distributions.num_zeros(lf.layer_shape, lf.sparsity))
+      shapes += [lf.layer_shape] * len(lf.ids)
+      keep += [n_keep] * len(lf.ids)
+    drawn = masks_lib.random_layer_masks(key, shapes, keep)
+    out, start = [], 0
+    for lf in leaves:
+      out.append(jnp.stack(drawn[start:start + len(lf.ids)]))
+      start += len(lf.ids)
+    return out
 
-  def init_fn(params):
-    flags = leaf_flags(params)
-    if m.kind == 'dense':
-      masks = jax.tree.map(lambda _: None, params)
-    elif init_masks is not None:
-      masks = masks_lib.check_init_masks(init_masks, params, flags)
-    elif m.kind == 'pruning':
-      masks = masks_lib.sparse_masks_like(params, flags, True)
-      if nm is not None:
-        _nm_random_masks(params, flags, nm, None)  # shape checks only
-    elif nm is not None:
-      masks = _nm_random_masks(params, flags, nm, jax.random.PRNGKey(seed))
+  def init_arrays(params, key, given):
+    flat, treedef, leaves = layout(params)
+    mask_leaves: list[Any] = [None] * len(flat)
+    if given is not None:
+      checked = paths_lib.flatten(given)[0]
+      for lf in leaves:
+        mask_leaves[lf.index] = checked[lf.index][1]
     else:
-      masks = masks_lib.random_masks(params, leaf_sparsities(params), flags,
-                                     jax.random.PRNGKey(seed))
-    if m.kind == 'pruning' and not m.global_scope:
-      leaf_sparsities(params)  # validate custom paths / targets early
+      for lf, mk in zip(leaves, initial_masks(leaves, key)):
+        mask_leaves[lf.index] = layers_lib.from_layers(mk, lf.axis)
+    masks = jax.tree.unflatten(treedef, mask_leaves)
     masked = masks_lib.apply_masks(params, masks)
     return SparseState(
         step=jnp.zeros([], jnp.int32),
@@ -271,207 +420,148 @@ def sparsify(inner: optax.GradientTransformation,
         inner_state=inner.init(masked),
         aux=m.init_aux(params, masks),
         drop_fraction=jnp.zeros([], jnp.float32),
-        mask_churn=jnp.zeros([], jnp.float32))
+        mask_churn=jnp.zeros([], jnp.float32),
+        key=key)
 
-  def inner_step(grads, state, params, masks, extra_args):
-    """The ordinary step: inner update on active weights, zeros elsewhere."""
-    active_grads = masks_lib.map_masked(
-        lambda mk, g: g if mk is None else jnp.where(mk, g, jnp.zeros_like(g)),
-        masks, grads)
-    updates, inner_state = inner.update(active_grads, state.inner_state,
-                                        params, **extra_args)
-    updates = masks_lib.map_masked(
-        lambda mk, u, p: u if mk is None else
-        jnp.where(mk, u, (-p).astype(u.dtype)), masks, updates, params)
-    return updates, inner_state
+  jitted_init = jax.jit(init_arrays)
 
-  def churn(old_masks, new_masks):
-    removed, active = jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)
-    for o, n in zip(jax.tree.leaves(old_masks), jax.tree.leaves(new_masks)):
-      removed += jnp.sum(o & ~n, dtype=jnp.int32)
-      active += jnp.sum(o, dtype=jnp.int32)
-    return removed / jnp.maximum(active, 1).astype(jnp.float32)
+  def init_fn(params):
+    key = _INIT_KEY.get()
+    key = jax.random.PRNGKey(seed) if key is None else key
+    given = None
+    if init_masks is not None and m.sparse:
+      flat, _, leaves = layout(params)
+      flags = jax.tree.unflatten(
+          paths_lib.flatten(params)[1],
+          [i in {lf.index for lf in leaves} for i in range(len(flat))])
+      given = masks_lib.check_init_masks(init_masks, params, flags)
+    return jitted_init(params, key, given)
 
-  def dst_masks(params, grads, masks, aux, step):
-    """Drop by magnitude and regrow by the method's scores, per sparse leaf."""
-    frac = schedules.drop_fraction(
-        step, initial=drop_fraction, schedule=drop_fraction_schedule,
-        begin_step=begin_step, end_step=end_step)
-    mask_leaves, treedef = jax.tree.flatten(masks, is_leaf=masks_lib.is_none)
-    p_leaves = treedef.flatten_up_to(params)
-    g_leaves = treedef.flatten_up_to(grads)
-    a_leaves = (treedef.flatten_up_to(aux) if aux != ()
-                else [None] * len(mask_leaves))
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-    idx = [i for i, mk in enumerate(mask_leaves) if mk is not None]
-
-    kept, n_drop, scores = {}, {}, {}
-    for i in idx:
-      mk, w = mask_leaves[i], p_leaves[i]
-      nnz = jnp.sum(mk, dtype=jnp.int32)
-      n_drop[i] = _floor_product(frac, nnz)
-      kept[i] = selection.top_k_mask(jnp.abs(w), nnz - n_drop[i], valid=mk)
-      scores[i] = m.grow_score(w, g_leaves[i], a_leaves[i],
-                               jax.random.fold_in(key, i))
-    n_grow = dict(n_drop)
-    if m.redistribute and idx:
-      mean_mag = jnp.stack([
-          jnp.sum(jnp.where(mask_leaves[i], scores[i], 0.0)) /
-          jnp.maximum(jnp.sum(mask_leaves[i]), 1) for i in idx])
-      capacity = jnp.stack(
-          [mask_leaves[i].size - jnp.sum(kept[i], dtype=jnp.int32)
-           for i in idx])
-      total = sum(n_drop[i] for i in idx)
-      counts = redistribute_counts(total, mean_mag, capacity)
-      n_grow = {i: counts[j] for j, i in enumerate(idx)}
-
-    new_leaves, grown_leaves = list(mask_leaves), list(mask_leaves)
-    for i in idx:
-      if nm is not None:  # each group regrows what it lost
-        grow = structure_lib.regrow(kept[i], scores[i], nm)
-      else:
-        grow = selection.top_k_mask(scores[i], n_grow[i], valid=~kept[i])
-      new_leaves[i] = kept[i] | grow
-      grown_leaves[i] = grow & ~mask_leaves[i]
-    return (frac, jax.tree.unflatten(treedef, new_leaves),
-            jax.tree.unflatten(treedef, grown_leaves))
-
-  def pruned_masks(params, masks, step):
-    """Gradual magnitude pruning's masks at ``step`` (from ``params``)."""
-    mask_leaves, treedef = jax.tree.flatten(masks, is_leaf=masks_lib.is_none)
-    w_leaves = treedef.flatten_up_to(params)
-    idx = [i for i, mk in enumerate(mask_leaves) if mk is not None]
-    new_leaves = list(mask_leaves)
-    if m.global_scope:
-      total = sum(mask_leaves[i].size for i in idx)
-      target = schedules.pruning_sparsity(
-          step, initial_sparsity=min(m.initial_sparsity, sparsity),
-          final_sparsity=sparsity, begin_step=begin_step, end_step=end_step)
-      n_keep = total - _floor_product(target, jnp.asarray(total))
-      keep = selection.top_k_masks([jnp.abs(w_leaves[i]) for i in idx],
-                                   n_keep, [mask_leaves[i] for i in idx])
-      for i, k in zip(idx, keep):
-        new_leaves[i] = k
-    else:
-      finals = treedef.flatten_up_to(leaf_sparsities(params))
-      for i in idx:
-        # A leaf whose final sparsity (ERK) is below s_i starts at its final
-        # one: pruned weights never come back, so it could not get there.
-        target = schedules.pruning_sparsity(
-            step, initial_sparsity=min(m.initial_sparsity, finals[i]),
-            final_sparsity=finals[i], begin_step=begin_step,
-            end_step=end_step)
-        size = mask_leaves[i].size
-        n_keep = size - _floor_product(target, jnp.asarray(size))
-        if nm is not None:
-          new_leaves[i] = structure_lib.prune_keep(
-              jnp.abs(w_leaves[i]), n_keep, nm, valid=mask_leaves[i])
-        else:
-          new_leaves[i] = selection.top_k_mask(jnp.abs(w_leaves[i]), n_keep,
-                                               valid=mask_leaves[i])
-    return jax.tree.unflatten(treedef, new_leaves)
+  def mask_step(leaves, params_l, grads_l, masks_l, aux_l, updates_l,
+                step, key):
+    """The method's rule on the layer views, and the leak check."""
+    (params_l, grads_l, masks_l, aux_l, updates_l, step, key
+     ) = jax.lax.optimization_barrier(
+         (params_l, grads_l, masks_l, aux_l, updates_l, step, key))
+    n_leaked = mask_update_lib.leaked(params_l, masks_l)
+    jax.lax.cond(
+        _any_member((step > 0) & jnp.any(n_leaked > 0)),
+        lambda: jax.debug.callback(
+            _report_leak, n_leaked, step,
+            names=tuple(lf.path for lf in leaves)),
+        lambda: None)
+    stepped = [p + u.astype(p.dtype) for p, u in zip(params_l, updates_l)]
+    ctx = methods_lib.MaskContext(
+        weights=params_l, stepped=stepped, grads=grads_l, masks=masks_l,
+        aux=aux_l, sparsities=[lf.sparsity for lf in leaves],
+        fixed=[lf.fixed for lf in leaves],
+        layer_ids=[lf.ids for lf in leaves],
+        key=jax.random.fold_in(key, step), step=step, schedule=schedule,
+        structure=struct, sparsity=sparsity)
+    new, frac = m.update_masks(ctx)
+    return new, jnp.asarray(frac, jnp.float32), mask_update_lib.churn(masks_l,
+                                                                   new)
 
   def update_fn(updates, state, params=None, *, mask_update=None,
                 **extra_args):
-    """One step. ``mask_update`` (optional, a Python bool known when tracing)
-    tells whether this step is a mask-update step, as the schedule says;
-    given, the step compiles without `lax.cond` (two programs for the caller
-    to pick from on the host, cheaper than one program with both branches).
-    Left None, the schedule is evaluated on device."""
+    """One step; see `sparsify`."""
     if params is None:
       raise ValueError('sparsify(...).update needs params: call '
                        'tx.update(grads, state, params)')
     if mask_update is not None and not isinstance(mask_update, bool):
       raise ValueError('mask_update must be None, True or False (a Python '
                        f'bool, static under jit); got {mask_update!r}')
+    if not isinstance(state, SparseState):
+      raise ValueError(
+          f'sparsify(...).update got a state of type {type(state).__name__}, '
+          'not the SparseState its init returned; inside optax.chain, pass '
+          "the chain's whole state to the chain's update")
+    flat, p_def, leaves = layout(params)
+    names = [p for p, _ in flat]
+    mask_list, m_def = _aligned('the masks in the state', state.masks, names)
+    grad_list, g_def = _aligned('the gradients (updates)', updates, names)
+    for lf in leaves:
+      mk = mask_list[lf.index]
+      if mk is None or np.shape(mk) != np.shape(flat[lf.index][1]):
+        raise ValueError(
+            f'params leaf {lf.path!r} has shape '
+            f'{tuple(np.shape(flat[lf.index][1]))}, but the optimizer was '
+            f'initialised with a mask of shape '
+            f'{None if mk is None else tuple(np.shape(mk))}')
+    param_list = [x for _, x in flat]
+
     aux = m.update_aux(state.aux, updates, state.masks)
-    # The ordinary step is computed on every step; on mask-update steps only
-    # the masks come out of a `lax.cond` (small bool outputs), and selects
-    # pick what to keep. (On CPU the cond still costs ~1.4x a static step on
-    # a small MLP; see benchmarks/sparse_step.py.)
-    new_updates, inner_state = inner_step(updates, state, params, state.masks,
-                                          extra_args)
-    if m.kind in ('dense', 'static') or mask_update is False:
-      return new_updates, state._replace(
-          step=optax.safe_increment(state.step), inner_state=inner_state,
-          aux=aux)
+    active = [g if mk is None or g is None else
+              jnp.where(mk, g, jnp.zeros_like(g))
+              for mk, g in zip(mask_list, grad_list)]
+    new_updates, new_inner = inner.update(
+        jax.tree.unflatten(g_def, active), state.inner_state, params,
+        **extra_args)
+    step = optax.safe_increment(state.step)
+    if not m.dynamic or mask_update is False:
+      return mask_update_lib.masked_updates(
+          new_updates, params, state.masks, jnp.zeros([], jnp.bool_)), (
+              state._replace(step=step, inner_state=new_inner, aux=aux))
 
-    is_update = schedules.is_update_step(
-        state.step, update_freq=update_freq, begin_step=begin_step,
-        end_step=end_step, include_end=m.kind == 'pruning')
-    no_grown = masks_lib.map_masked(
-        lambda mk: None if mk is None else jnp.zeros_like(mk), state.masks)
+    # A mask update, as the schedule (or the caller) says.
+    due = (jnp.ones([], jnp.bool_) if mask_update else
+           schedule.is_update_step(state.step))
+    u_list = paths_lib.flatten(new_updates)[0]
+    views = lambda xs: [layers_lib.to_layers(xs[lf.index], lf.axis)
+                        for lf in leaves]
+    aux_list = ([None] * len(flat) if aux == () else
+                [a for _, a in paths_lib.flatten(aux)[0]])
+    operands = (views(param_list), views(grad_list), views(mask_list),
+                [None if aux_list[lf.index] is None else
+                 layers_lib.to_layers(aux_list[lf.index], lf.axis)
+                 for lf in leaves],
+                views([u for _, u in u_list]), state.step, state.key)
+    old_views = operands[2]
 
-    # The optimization barrier keeps XLA from hoisting the branch's
-    # elementwise work (score keys) out of the conditional, which would run
-    # it on every step.
-    if m.kind == 'dst':
-      def masked_branch(_):
-        # The step goes through the barrier too: random grow scores (SET)
-        # depend on it alone and would otherwise be drawn on every step.
-        p, g, mk, a, t = jax.lax.optimization_barrier(
-            (params, updates, state.masks, aux, state.step))
-        frac, new_masks, grown = dst_masks(p, g, mk, a, t)
-        return frac, churn(mk, new_masks), new_masks, grown
-    else:
-      stepped = optax.apply_updates(params, new_updates)
-
-      def masked_branch(_):
-        p, mk, t = jax.lax.optimization_barrier(
-            (stepped, state.masks, state.step))
-        new_masks = pruned_masks(p, mk, t)
-        removed = churn(mk, new_masks)
-        return removed, removed, new_masks, no_grown
+    def run(ops):
+      new, frac, churn = mask_step(leaves, *ops)
+      # A vmapped member that is not due keeps its masks.
+      new = [jnp.where(due, n, o) for n, o in zip(new, old_views)]
+      return (new, jnp.where(due, frac, state.drop_fraction),
+              jnp.where(due, churn, state.mask_churn))
 
     if mask_update:
-      is_update = True
-      frac, mask_churn, new_masks, grown = masked_branch(None)
+      new_views, frac, churn = run(operands)
     else:
-      frac, mask_churn, new_masks, grown = jax.lax.cond(
-          is_update, masked_branch,
-          lambda _: (state.drop_fraction, state.mask_churn, state.masks,
-                     no_grown), None)
+      new_views, frac, churn = jax.lax.cond(
+          _any_member(due), run,
+          lambda _: (old_views, state.drop_fraction, state.mask_churn),
+          operands)
 
-    if m.kind == 'dst':
-      # Algorithm 1: on a mask update the weight update is skipped; dropped
-      # weights are set to zero and grown ones start at zero with their
-      # inner-optimizer state reset.
-      new_updates = masks_lib.map_masked(
-          lambda mk, u, p: jnp.where(is_update, jnp.zeros_like(u), u)
-          if mk is None else jnp.where(
-              mk, jnp.where(is_update, jnp.zeros_like(u), u),
-              (-p).astype(u.dtype)), new_masks, new_updates, params)
-      grown_full = masks_lib.map_masked(
-          lambda gr, p: jnp.zeros((), jnp.bool_) if gr is None else gr,
-          grown, params)
-      reset = _param_subtrees_map(
-          lambda s, gr: jnp.where(gr, jnp.zeros_like(s), s)
-          if gr.ndim == 0 or np.shape(s) == gr.shape else s,
-          state.inner_state, params, grown_full)
-      inner_state = jax.tree.map(lambda a, b: jnp.where(is_update, a, b),
-                                 reset, inner_state)
-    else:
-      new_updates = masks_lib.map_masked(
-          lambda mk, u, p: u if mk is None else
-          jnp.where(mk, u, (-p).astype(u.dtype)),
-          new_masks, new_updates, params)
-    new_state = SparseState(
-        step=optax.safe_increment(state.step),
-        masks=new_masks,
-        inner_state=inner_state,
-        aux=aux,
-        drop_fraction=jnp.asarray(frac, jnp.float32),
-        mask_churn=jnp.asarray(mask_churn, jnp.float32))
-    return new_updates, new_state
+    new_list = list(mask_list)
+    changed: list[Any] = [None] * len(flat)
+    for lf, nv in zip(leaves, new_views):
+      new_list[lf.index] = layers_lib.from_layers(nv, lf.axis)
+      changed[lf.index] = new_list[lf.index] != mask_list[lf.index]
+    new_masks = jax.tree.unflatten(m_def, new_list)
+    skip = due & m.skips_weight_update
+    out_updates = mask_update_lib.masked_updates(new_updates, params,
+                                                 new_masks, skip)
+    fresh = inner.init(masks_lib.apply_masks(params, new_masks))
+    inner_state = mask_update_lib.reset_inner_state(
+        inner, state.inner_state, new_inner, fresh,
+        jax.tree.unflatten(p_def, changed), hold=skip, update=due)
+    return out_updates, SparseState(
+        step=step, masks=new_masks, inner_state=inner_state, aux=aux,
+        drop_fraction=frac, mask_churn=churn, key=state.key)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  tx = SparseTransformation(init_fn, update_fn)
+  tx.method = m
+  tx.schedule = schedule
+  return tx
+
 
 
 def _method_constructor(name: str, default_sparsity: Optional[float] = None):
   """Builds the optax-style constructor ``rigl_jax.<name>(inner, ...)``."""
 
   def constructor(inner: optax.GradientTransformation, **kwargs
-                  ) -> optax.GradientTransformationExtraArgs:
+                  ) -> SparseTransformation:
     if default_sparsity is not None:
       kwargs.setdefault('sparsity', default_sparsity)
     return sparsify(inner, name, **kwargs)
@@ -490,22 +580,30 @@ snfs = _method_constructor('snfs')
 rigl = _method_constructor('rigl')
 pruning = _method_constructor('pruning')
 
-CONFIG_FIELDS = ('method', 'sparsity', 'distribution', 'update_freq',
-                 'begin_step', 'end_step', 'drop_fraction',
-                 'drop_fraction_schedule', 'is_sparse', 'custom_sparsity',
-                 'seed', 'erk_power_scale', 'snfs_momentum',
-                 'snfs_redistribution', 'pruning_scope',
-                 'pruning_initial_sparsity', 'structure')
+# sparsify's own keyword fields (init_masks is not a config field).
+_SPARSIFY_FIELDS = ('method', 'sparsity', 'distribution', 'update_freq',
+                    'begin_step', 'end_step', 'drop_fraction',
+                    'drop_fraction_schedule', 'is_sparse', 'custom_sparsity',
+                    'stacked', 'seed', 'erk_power_scale', 'structure')
+
+
+def config_fields() -> tuple[str, ...]:
+  """The fields `from_config` accepts: `sparsify`'s keyword arguments and
+  every registered method's hyperparameters."""
+  return _SPARSIFY_FIELDS + tuple(sorted(
+      set(methods_lib.all_hyperparameters()) - set(_SPARSIFY_FIELDS)))
+
+
+CONFIG_FIELDS = config_fields()
 
 
 def from_config(inner: optax.GradientTransformation, config: Any,
-                *, init_masks: Any = None
-                ) -> optax.GradientTransformationExtraArgs:
+                *, init_masks: Any = None) -> SparseTransformation:
   """`sparsify` from an ``ml_collections.ConfigDict`` (or any mapping).
 
   Args:
     inner: the optax optimizer to wrap.
-    config: fields named like `sparsify`'s arguments (see ``CONFIG_FIELDS``);
+    config: fields named like `sparsify`'s arguments (see `config_fields`);
       ``method`` and ``sparsity`` are required, the rest default as in
       `sparsify`. ``is_sparse`` may be a regex or a list of regexes.
     init_masks: optional initial masks.
@@ -517,19 +615,22 @@ def from_config(inner: optax.GradientTransformation, config: Any,
     ValueError: for unknown fields (naming the valid ones) or bad values.
   """
   fields = dict(config.to_dict() if hasattr(config, 'to_dict') else config)
-  unknown = sorted(set(fields) - set(CONFIG_FIELDS))
+  valid = config_fields()
+  unknown = sorted(set(fields) - set(valid))
   if unknown:
     raise ValueError(f'unknown sparsity config field(s) {unknown}; valid '
-                     f'fields are {list(CONFIG_FIELDS)}')
+                     f'fields are {list(valid)}')
   if 'method' not in fields:
     raise ValueError(f'the sparsity config needs a method; valid choices are '
-                     f'{list(methods_lib.METHODS)}')
+                     f'{list(methods_lib.names())}')
   method = fields.pop('method')
   if method != 'dense' and 'sparsity' not in fields:
     raise ValueError('the sparsity config needs a sparsity in [0, 1)')
   fields.setdefault('sparsity', 0.0)
   if isinstance(fields.get('is_sparse'), (list, tuple)):
     fields['is_sparse'] = list(fields['is_sparse'])
+  if fields.get('stacked') is not None:
+    fields['stacked'] = dict(fields['stacked'])
   return sparsify(inner, method, init_masks=init_masks, **fields)
 
 
@@ -584,17 +685,38 @@ def get_masks(state: Any) -> Any:
       is_leaf=lambda x: x is None or hasattr(x, 'get_value'))
 
 
-def masked_init(tx: optax.GradientTransformation,
-                params: Any) -> tuple[Any, optax.OptState]:
+def masked_init(tx: optax.GradientTransformation, params: Any, *,
+                key: Optional[jax.Array] = None
+                ) -> tuple[Any, optax.OptState]:
   """Initialises ``tx`` and masks ``params`` so the model never sees a pruned
   weight, not even at step 0.
 
   Args:
     tx: a `sparsify` optimizer (possibly inside an ``optax.chain``).
     params: freshly initialised parameters.
+    key: optional PRNG key of the initial masks and of SET's random growth
+      (instead of ``seed``); ``jax.vmap`` over keys gives an ensemble whose
+      members have different masks.
 
   Returns:
     ``(masked_params, opt_state)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, rigl_jax
+    >>> tx = rigl_jax.set_(optax.sgd(0.1), sparsity=0.5, end_step=100)
+    >>> keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    >>> params, state = jax.vmap(lambda k: rigl_jax.masked_init(
+    ...     tx, {'w': jnp.ones((4, 4))}, key=k))(keys)
+    >>> masks = rigl_jax.get_masks(state)['w']
+    >>> masks.shape, bool((masks[0] != masks[1]).any())
+    ((2, 4, 4), True)
   """
-  state = tx.init(params)
-  return masks_lib.apply_masks(params, get_masks(state)), state
+  if key is None:
+    state = tx.init(params)
+  else:
+    with init_key(key):
+      state = tx.init(params)
+  return _apply_masks_jit(params, get_masks(state)), state
+
+
+_apply_masks_jit = jax.jit(masks_lib.apply_masks)

@@ -3,6 +3,12 @@
 from rigl_jax.methods import base
 
 
-def dense() -> base.MaskMethod:
+class Dense(base.Method):
   """No sparse leaves, no masks: the inner optimizer runs unchanged."""
-  return base.MaskMethod(name='dense', kind='dense')
+  name = 'dense'
+  sparse = False
+  dynamic = False
+
+
+def dense() -> base.Method:
+  return Dense()

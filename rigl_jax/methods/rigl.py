@@ -10,11 +10,12 @@ import jax.numpy as jnp
 from rigl_jax.methods import base
 
 
-def _gradient_scores(param, grad, aux, key):
-  del param, aux, key
+def gradient_scores(weight, grad, aux, key):
+  """|dL/dtheta|, the dense gradient's magnitude."""
+  del weight, aux, key
   return jnp.abs(grad)
 
 
-def rigl() -> base.MaskMethod:
+def rigl() -> base.Method:
   """Gradient-magnitude regrowth."""
-  return base.MaskMethod(name='rigl', kind='dst', grow_score=_gradient_scores)
+  return base.DropAndGrow('rigl', gradient_scores)

@@ -9,11 +9,12 @@ import jax
 from rigl_jax.methods import base
 
 
-def _random_scores(param, grad, aux, key):
+def random_scores(weight, grad, aux, key):
+  """Uniform random scores: growth at random among the inactive positions."""
   del grad, aux
-  return jax.random.uniform(key, param.shape)
+  return jax.random.uniform(key, weight.shape)
 
 
-def set_method() -> base.MaskMethod:
+def set_method() -> base.Method:
   """Random regrowth."""
-  return base.MaskMethod(name='set', kind='dst', grow_score=_random_scores)
+  return base.DropAndGrow('set', random_scores)

@@ -13,81 +13,47 @@ import jax
 import jax.numpy as jnp
 
 from rigl_jax import masks as masks_lib
+from rigl_jax.mask_update import redistribute_counts  # pylint: disable=unused-import
 from rigl_jax.methods import base
 
 
-def _momentum_scores(param, grad, aux, key):
-  del param, grad, key
+def momentum_scores(weight, grad, aux, key):
+  """|EMA of the dense gradient|."""
+  del weight, grad, key
   return jnp.abs(aux)
 
 
-def snfs(momentum: float = 0.9, redistribute: bool = False) -> base.MaskMethod:
-  """Momentum regrowth.
+class SNFS(base.DropAndGrow):
+  """Drop-and-grow by gradient momentum, with an EMA kept on every step."""
 
-  Args:
-    momentum: the EMA decay of the dense gradients.
-    redistribute: share regrowth across layers by mean momentum magnitude.
+  def __init__(self, momentum: float = 0.9, redistribute: bool = False):
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f'snfs momentum must be in [0, 1); got {momentum}')
+    super().__init__('snfs', momentum_scores, redistribute)
+    self.momentum = float(momentum)
 
-  Returns:
-    The method.
-  """
-  if not 0.0 <= momentum < 1.0:
-    raise ValueError(f'snfs momentum must be in [0, 1); got {momentum}')
-
-  def init_aux(params: Any, masks: Any) -> Any:
+  def init_aux(self, params: Any, masks: Any) -> Any:
     return masks_lib.map_masked(
         lambda m, p: None if m is None else jnp.zeros(p.shape, jnp.float32),
         masks, params)
 
-  def update_aux(aux: Any, grads: Any, masks: Any) -> Any:
+  def update_aux(self, aux: Any, grads: Any, masks: Any) -> Any:
+    b = self.momentum
     return masks_lib.map_masked(
         lambda m, e, g: None if m is None else
-        momentum * e + (1.0 - momentum) * g.astype(jnp.float32),
-        masks, aux, grads)
-
-  return base.MaskMethod(name='snfs', kind='dst', grow_score=_momentum_scores,
-                         init_aux=init_aux, update_aux=update_aux,
-                         redistribute=redistribute)
+        b * e + (1.0 - b) * g.astype(jnp.float32), masks, aux, grads)
 
 
-def redistribute_counts(total: jax.Array, weights: jax.Array,
-                        capacity: jax.Array) -> jax.Array:
-  """Splits ``total`` regrowths across layers, in proportion and within room.
-
-  Water-filling: each round hands every layer with room its share (rounded
-  up), trimmed so that the running sum never exceeds what is left; a round
-  either places everything or fills at least one layer, so ``len(weights)``
-  rounds always suffice.
+def snfs(snfs_momentum: float = 0.9,
+         snfs_redistribution: bool = False) -> base.Method:
+  """Momentum regrowth.
 
   Args:
-    total: int32 scalar, connections to grow in all.
-    weights: float32 [L], non-negative layer weights (mean momentum); NaN
-      counts as 0 and infinite weights share equally.
-    capacity: int32 [L], positions available in each layer.
+    snfs_momentum: the EMA decay of the dense gradients.
+    snfs_redistribution: share regrowth across layers by mean momentum
+      magnitude.
 
   Returns:
-    int32 [L] counts with sum == min(total, sum(capacity)) and
-    counts <= capacity.
+    The method.
   """
-  n = weights.shape[0]
-  alloc = jnp.zeros_like(capacity)
-  # Scale the weights into [0, 1] so that their sum cannot overflow (an inf
-  # sum made every share 0 or NaN, and nothing was grown): NaN and negative
-  # weights count as 0, infinite ones share equally.
-  weights = weights.astype(jnp.float32)
-  weights = jnp.where(jnp.isnan(weights), 0.0, jnp.maximum(weights, 0.0))
-  top = jnp.max(weights)
-  weights = jnp.where(jnp.isinf(top), jnp.isinf(weights).astype(jnp.float32),
-                      weights / jnp.where(top > 0.0, top, 1.0))
-
-  def body(_, alloc):
-    left = total - jnp.sum(alloc)
-    room = capacity - alloc
-    w = jnp.where(room > 0, weights + 1e-12, 0.0)
-    share = w / jnp.maximum(jnp.sum(w), 1e-30)
-    add = jnp.minimum(room, jnp.ceil(share * left).astype(jnp.int32))
-    before = jnp.cumsum(add) - add
-    add = jnp.clip(left - before, 0, add)
-    return alloc + add
-
-  return jax.lax.fori_loop(0, n, body, alloc)
+  return SNFS(snfs_momentum, snfs_redistribution)

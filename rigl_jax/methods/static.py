@@ -3,6 +3,11 @@
 from rigl_jax.methods import base
 
 
-def static() -> base.MaskMethod:
+class Static(base.Method):
   """A fixed random (or given) mask for the whole run."""
-  return base.MaskMethod(name='static', kind='static')
+  name = 'static'
+  dynamic = False
+
+
+def static() -> base.Method:
+  return Static()
