@@ -34,12 +34,15 @@ def path_str(path: Sequence[Any]) -> str:
     path: a key path as given by `jax.tree_util.tree_flatten_with_path`.
 
   Returns:
-    The path string, e.g. ``'params/Dense_0/kernel'``. Attribute keys named
-    ``value`` (the payload of a `flax.nnx.Variable`) are left out so that
-    linen and nnx trees give the same names.
+    The path string, e.g. ``'params/Dense_0/kernel'``. The attribute
+    ``.value`` (the payload of a `flax.nnx.Variable`) is left out so that
+    linen and nnx trees give the same names; a dict key ``'value'`` (an
+    attention layer's value projection) is kept.
   """
-  parts = [_key_str(k) for k in path]
-  return '/'.join(p for p in parts if p != 'value')
+  parts = [_key_str(k) for k in path
+           if not (isinstance(k, jax.tree_util.GetAttrKey) and
+                   k.name == 'value')]
+  return '/'.join(parts)
 
 
 def leaf_paths(tree: Any) -> list[str]:

@@ -32,7 +32,6 @@ from rigl_jax import checkpoints as checkpoints_lib
 from rigl_jax import cpu_allocator
 from rigl_jax import data as data_lib
 from rigl_jax import models as models_lib
-from rigl_jax import schedules
 from rigl_jax import sharding as sharding_lib
 from rigl_jax import validation
 
@@ -227,7 +226,7 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
   Returns:
     ``step(state, batch, mask_update=None) -> (state, metrics)``, jitted,
     donating the state. ``mask_update`` (a Python bool, static; see
-    `mask_update_schedule`) compiles the plain step and the mask-update step
+    ``tx.schedule.is_update_step``) compiles the plain step and the mask-update step
     as two programs; None keeps one program with a `lax.cond`.
   """
   inputs_key = 'image' if kind == 'image' else 'inputs'
@@ -282,23 +281,6 @@ def _set_sparse_step(opt_state: Any, step: jax.Array) -> Any:
     return x
   return jax.tree.map(visit, opt_state,
                       is_leaf=lambda x: isinstance(x, rigl_jax.SparseState))
-
-
-def mask_update_schedule(config: ml_collections.ConfigDict,
-                         total_steps: int) -> Callable[[int], bool]:
-  """Host-side: whether the optimizer's ``t``-th update (0-based) changes the
-  masks, from the same fields `create_optimizer` uses. Lets the loop run a
-  plain-step program and a mask-update program instead of one program with
-  a `lax.cond` holding both."""
-  fields = sparsity_fields(config, total_steps)
-  method = fields['method']
-  if method in ('dense', 'static'):
-    return lambda t: False
-  kwargs = dict(update_freq=fields.get('update_freq', 100),
-                begin_step=fields.get('begin_step', 0),
-                end_step=fields['end_step'],
-                include_end=method == 'pruning')
-  return lambda t: bool(schedules.is_update_step(t, **kwargs))
 
 
 def make_eval_step(model: nn.Module, kind: str, num_classes: int,
@@ -605,7 +587,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state_sharding=state_sharding, batch_sharding=batch_sharding)
   eval_step = make_eval_step(model, info.kind, info.num_classes,
                              state_sharding, batch_sharding)
-  is_mask_update = mask_update_schedule(config, total_steps)
+  # The optimizer's own schedule says which steps change the masks.
+  is_mask_update = tx.schedule.is_update_step
   eval_split = config.get('eval_split') or next(iter(info.num_eval))
   log_every = config.log_every_steps
   eval_every = config.eval_every_steps or total_steps

@@ -359,7 +359,6 @@ def sparsify(inner: optax.GradientTransformation,
       if x is None:
         continue
       if not (paths_lib.can_be_sparse(x) and pred(path, x)):
-        next_id += 1
         continue
       shape = tuple(int(d) for d in np.shape(x))
       axis = layers_lib.stack_axis(stack_rules, path, shape)

@@ -35,6 +35,9 @@ def test_sparse_step_prints_a_ratio_per_method():
     # (per round; medians over rounds can move it a little).
     lo, hi = sorted((plain, update))
     assert 0.8 * lo <= amortised <= 1.2 * hi
+    users = re.search(rf'^as users  {method}\s+([\d.]+) ms\s+([\d.]+) ms\s+'
+                      r'([\d.]+) ms\s+([\d.]+)x', out, re.M)
+    assert users, f'no "as users call it" row for {method}:\n{out}'
   assert 'peak host memory' in out
 
 
@@ -43,6 +46,7 @@ def test_sparse_step_resnet20_and_mask_update_time():
   out = _run('benchmarks/sparse_step.py', '--model', 'resnet20', '--batch',
              '2', '--rounds', '1', '--repeats', '1')
   assert 'ResNet-20' in out
+  assert re.search(r'masked_init on a ResNet-50-sized tree .*: [\d.]+ s', out)
   for method in ('rigl', 'set', 'snfs'):
     assert re.search(rf'{method} mask update on a ResNet-50-sized tree '
                      r'\(25\.5M weights, ERK 90%\): [\d.]+ s', out), out

@@ -419,8 +419,11 @@ def _drive(cfg, params, grads_list, *, jit=True, init=None):
         np.testing.assert_array_equal(
             np.asarray(jax.tree.leaves(new_params)[i]),
             np.asarray(jax.tree.leaves(params if skipped else ref_params)[i]))
-    if not skipped:
-      ref_state = new_ref_state
+    # A skipped step holds the parameter-shaped inner state (moments) back;
+    # counters (Adam's count) advance on every step.
+    ref_state = new_ref_state if not skipped else jax.tree.map(
+        lambda old, new: new if jnp.issubdtype(new.dtype, jnp.integer)
+        else old, ref_state, new_ref_state)
     params, state, masks = new_params, new_state, new_masks
     out.append((params, state))
   return out
