@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -135,8 +136,8 @@ def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
 
   Raises:
     ValueError: naming the leaf, if the tree structure or a shape does not
-      match ``params``, a mask is not boolean, or a mask (when its values
-      are known) has no active weight.
+      match ``params`` or a mask is not boolean (a mask with no active
+      weight only warns).
   """
   flat, p_def = paths_lib.flatten(params)
   try:
@@ -163,7 +164,8 @@ def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
           f'init_masks[{name!r}] has dtype {dtype}; masks must be boolean '
           '(convert with mask.astype(bool) if 0/1 is what you mean)')
     if not isinstance(m, jax.core.Tracer) and not np.any(np.asarray(m)):
-      raise ValueError(
+      # A ticket search can prune a whole layer, so this only warns.
+      warnings.warn(
           f'init_masks[{name!r}] has no active weight; keep that leaf dense '
           'with is_sparse, or give it at least one True')
     out.append(jnp.asarray(m))
