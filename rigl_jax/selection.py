@@ -54,6 +54,19 @@ def _count(keys: Sequence[jax.Array], pred) -> jax.Array:
 _SECANT_STEPS = 10
 
 
+class _Carry(NamedTuple):
+  """State of the threshold search (scalars, or one entry per segment)."""
+  lo: jax.Array        # count(>= lo) >= k
+  hi: jax.Array        # count(>= hi) < k
+  f_lo: jax.Array      # (weighted) count(>= lo) - k > 0, float32
+  f_hi: jax.Array      # (weighted) count(>= hi) - k < 0, float32
+  kept_hi: jax.Array   # the last step moved lo (so hi stayed put)
+  kept_lo: jax.Array   # the last step moved hi
+  width: jax.Array     # bracket width when it last halved
+  stalls: jax.Array    # steps since then
+  steps: jax.Array
+
+
 def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
   """A key t with count(key >= t) >= k, and == k unless ties straddle it.
 
@@ -72,17 +85,6 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
       0) + 1
   lo0 = jnp.zeros([], jnp.int32)
 
-  class Carry(NamedTuple):
-    lo: jax.Array        # count(>= lo) >= k
-    hi: jax.Array        # count(>= hi) < k
-    f_lo: jax.Array      # (weighted) count(>= lo) - k > 0, float32
-    f_hi: jax.Array      # (weighted) count(>= hi) - k < 0, float32
-    kept_hi: jax.Array   # the last step moved lo (so hi stayed put)
-    kept_lo: jax.Array   # the last step moved hi
-    width: jax.Array     # bracket width when it last halved
-    stalls: jax.Array    # steps since then
-    steps: jax.Array
-
   def searching(c):
     return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
 
@@ -96,7 +98,7 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
     ok = f >= 0
     lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
     halved = hi - lo <= c.width // 2
-    return Carry(
+    return _Carry(
         lo=lo, hi=hi,
         f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
         f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
@@ -106,7 +108,7 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
         steps=c.steps + 1)
 
   zero = jnp.zeros([], jnp.int32)
-  init = Carry(lo=lo0, hi=hi0, f_lo=(count(lo0) - k).astype(jnp.float32),
+  init = _Carry(lo=lo0, hi=hi0, f_lo=(count(lo0) - k).astype(jnp.float32),
                f_hi=(-k).astype(jnp.float32), kept_hi=jnp.zeros([], bool),
                kept_lo=jnp.zeros([], bool), width=hi0 - lo0, stalls=zero,
                steps=zero)
@@ -248,17 +250,6 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
                                         indices_are_sorted=True), 0) + 1
   lo0 = jnp.zeros([n_seg], jnp.int32)
 
-  class Carry(NamedTuple):
-    lo: jax.Array
-    hi: jax.Array
-    f_lo: jax.Array
-    f_hi: jax.Array
-    kept_hi: jax.Array
-    kept_lo: jax.Array
-    width: jax.Array
-    stalls: jax.Array
-    steps: jax.Array
-
   def searching(c):
     return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
 
@@ -273,7 +264,7 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
     ok = f >= 0
     lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
     halved = hi - lo <= c.width // 2
-    new = Carry(
+    new = _Carry(
         lo=lo, hi=hi,
         f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
         f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
@@ -285,7 +276,8 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
 
   zeros = jnp.zeros([n_seg], jnp.int32)
   falses = jnp.zeros([n_seg], bool)
-  init = Carry(lo=lo0, hi=hi0, f_lo=(count_ge(lo0) - k).astype(jnp.float32),
+  init = _Carry(lo=lo0, hi=hi0,
+                f_lo=(count_ge(lo0) - k).astype(jnp.float32),
                f_hi=(-k).astype(jnp.float32), kept_hi=falses,
                kept_lo=falses, width=hi0 - lo0, stalls=zeros, steps=zeros)
   t = lax.while_loop(lambda c: jnp.any(searching(c)), step, init).lo

@@ -10,32 +10,11 @@ import pytest
 
 import rigl_jax
 from rigl_jax import methods
+from tests import helpers
 
-SIZES = (12, 24, 16, 4)
-
-
-def mlp_params(key=0):
-  keys = jax.random.split(jax.random.PRNGKey(key), len(SIZES))
-  return {f'Dense_{i}': {'kernel': jax.random.normal(keys[i], (a, b)) /
-                         jnp.sqrt(a), 'bias': jnp.zeros((b,))}
-          for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]))}
-
-
-def loss_fn(params, batch):
-  x, y = batch
-  for i in range(len(SIZES) - 1):
-    layer = params[f'Dense_{i}']
-    x = x @ layer['kernel'] + layer['bias']
-    if i < len(SIZES) - 2:
-      x = jax.nn.relu(x)
-  return optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
-
-
-def batch(step, n=32):
-  k = jax.random.PRNGKey(1000 + step)
-  x = jax.random.normal(k, (n, SIZES[0]))
-  y = ((jnp.sum(x[:, :4], axis=1) > 0).astype(jnp.int32) + 2 * (x[:, 5] > 0))
-  return x, y % SIZES[-1]
+mlp_params = helpers.mlp_params
+loss_fn = helpers.loss_fn
+batch = helpers.batch
 
 
 def make_step(tx, loss=loss_fn):
