@@ -278,8 +278,8 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
   falses = jnp.zeros([n_seg], bool)
   init = _Carry(lo=lo0, hi=hi0,
                 f_lo=(count_ge(lo0) - k).astype(jnp.float32),
-               f_hi=(-k).astype(jnp.float32), kept_hi=falses,
-               kept_lo=falses, width=hi0 - lo0, stalls=zeros, steps=zeros)
+                f_hi=(-k).astype(jnp.float32), kept_hi=falses,
+                kept_lo=falses, width=hi0 - lo0, stalls=zeros, steps=zeros)
   t = lax.while_loop(lambda c: jnp.any(searching(c)), step, init).lo
   t_rows = t[seg][:, None]
 
