@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -79,14 +79,20 @@ def random_layer_masks(key: jax.Array, layer_shapes: list[tuple[int, ...]],
   rows = [-(-n // _COLS) for n in sizes]
   segment = np.repeat(np.arange(len(sizes)), rows)
   total = int(sum(rows))
-  col = np.arange(_COLS)
-  valid = np.concatenate([
-      (np.arange(r)[:, None] * _COLS + col[None, :]) < n
-      for r, n in zip(rows, sizes)])
-  scores = jax.random.uniform(key, (total, _COLS))
+  # Padding at the end of each layer's last row is invalid; computed from
+  # iotas in the program (a constant this size would slow compilation).
+  seg = jnp.asarray(segment, jnp.int32)
+  first_row = jnp.asarray(np.cumsum([0] + rows[:-1]), jnp.int32)[seg]
+  pos = ((jnp.arange(total, dtype=jnp.int32) - first_row)[:, None] * _COLS +
+         jnp.arange(_COLS, dtype=jnp.int32)[None, :])
+  valid = pos < jnp.asarray(sizes, jnp.int32)[seg][:, None]
+  # 31-bit integer draws: ties (which cost a search over positions) are
+  # ~256x rarer than among float32 uniforms' 2**23 values.
+  scores = lax.shift_right_logical(
+      jax.random.bits(key, (total, _COLS), jnp.uint32),
+      jnp.uint32(1)).astype(jnp.int32)
   sel = selection.segment_top_k(scores, tuple(segment.tolist()),
-                                jnp.asarray(n_keep, jnp.int32),
-                                jnp.asarray(valid))
+                                jnp.asarray(n_keep, jnp.int32), valid)
   out, start = [], 0
   for r, n, shape in zip(rows, sizes, layer_shapes):
     out.append(sel[start:start + r].reshape(-1)[:n].reshape(shape))
@@ -136,8 +142,8 @@ def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
 
   Raises:
     ValueError: naming the leaf, if the tree structure or a shape does not
-      match ``params`` or a mask is not boolean (a mask with no active
-      weight only warns).
+      match ``params``, a mask is not boolean, or a mask has no active
+      weight.
   """
   flat, p_def = paths_lib.flatten(params)
   try:
@@ -164,10 +170,10 @@ def check_init_masks(init_masks: Any, params: Any, flags: Any) -> Any:
           f'init_masks[{name!r}] has dtype {dtype}; masks must be boolean '
           '(convert with mask.astype(bool) if 0/1 is what you mean)')
     if not isinstance(m, jax.core.Tracer) and not np.any(np.asarray(m)):
-      # A ticket search can prune a whole layer, so this only warns.
-      warnings.warn(
-          f'init_masks[{name!r}] has no active weight; keep that leaf dense '
-          'with is_sparse, or give it at least one True')
+      raise ValueError(
+          f'init_masks[{name!r}] has no active weight (all False): the layer '
+          'would stay at zero. Give it at least one True, or leave it out of '
+          'the sparse leaves with is_sparse')
     out.append(jnp.asarray(m))
   return jax.tree.unflatten(p_def, out)
 

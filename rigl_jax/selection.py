@@ -31,11 +31,18 @@ _EXCLUDED = -1  # key of positions that may not be selected
 
 
 def _keys(scores: jax.Array, valid: Optional[jax.Array]) -> jax.Array:
-  """Order-preserving int32 keys of non-negative scores; -1 where invalid."""
-  s = scores.astype(jnp.float32)
-  # NaN and negative scores never win; +inf is allowed (largest key).
-  s = jnp.where(jnp.isnan(s), 0.0, jnp.maximum(s, 0.0))
-  k = lax.bitcast_convert_type(s, jnp.int32)
+  """Order-preserving int32 keys of non-negative scores; -1 where invalid.
+
+  Float scores are ranked by value; int32 scores (e.g. random 31-bit draws)
+  are their own keys, negative ones counting as 0.
+  """
+  if scores.dtype == jnp.int32:
+    k = jnp.maximum(scores, 0)
+  else:
+    s = scores.astype(jnp.float32)
+    # NaN and negative scores never win; +inf is allowed (largest key).
+    s = jnp.where(jnp.isnan(s), 0.0, jnp.maximum(s, 0.0))
+    k = lax.bitcast_convert_type(s, jnp.int32)
   if valid is not None:
     k = jnp.where(valid, k, _EXCLUDED)
   return k.reshape(-1)
@@ -199,7 +206,8 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
   selects exactly what `top_k_mask` selects on its flattened scores.
 
   Args:
-    scores: float array ``(rows, cols)``; negative and NaN count as 0.
+    scores: float or int32 array ``(rows, cols)``; negative and NaN count
+      as 0.
     row_segment: a static sequence of ``rows`` non-decreasing segment ids
       ``0 .. S - 1``; a segment's rows are consecutive.
     k: int array ``(S,)``: how many to select in each segment (may be traced;

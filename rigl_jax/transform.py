@@ -84,6 +84,9 @@ class SparseTransformation(optax.GradientTransformationExtraArgs):
   for a training loop that runs a mask-update program only then)."""
   method: methods_lib.Method
   schedule: schedules.MaskSchedule
+  # (params, key=None) -> (masked params, state), in one program; what
+  # `rigl_jax.masked_init` calls.
+  masked_init: Any
 
 
 # --- Keys for ensembles -----------------------------------------------------
@@ -423,9 +426,16 @@ def sparsify(inner: optax.GradientTransformation,
         key=key)
 
   jitted_init = jax.jit(init_arrays)
+  # For `masked_init`: the masked params from the same program (one compile
+  # instead of two).
+  def masked_init_arrays(params, key, given):
+    state = init_arrays(params, key, given)
+    return masks_lib.apply_masks(params, state.masks), state
 
-  def init_fn(params):
-    key = _INIT_KEY.get()
+  jitted_masked_init = jax.jit(masked_init_arrays)
+
+  def init_inputs(params, key):
+    key = _INIT_KEY.get() if key is None else key
     key = jax.random.PRNGKey(seed) if key is None else key
     given = None
     if init_masks is not None and m.sparse:
@@ -434,7 +444,13 @@ def sparsify(inner: optax.GradientTransformation,
           paths_lib.flatten(params)[1],
           [i in {lf.index for lf in leaves} for i in range(len(flat))])
       given = masks_lib.check_init_masks(init_masks, params, flags)
-    return jitted_init(params, key, given)
+    return params, key, given
+
+  def init_fn(params):
+    return jitted_init(*init_inputs(params, None))
+
+  def masked_init_fn(params, key=None):
+    return jitted_masked_init(*init_inputs(params, key))
 
   def mask_step(leaves, params_l, grads_l, masks_l, aux_l, updates_l,
                 step, key):
@@ -552,6 +568,7 @@ def sparsify(inner: optax.GradientTransformation,
   tx = SparseTransformation(init_fn, update_fn)
   tx.method = m
   tx.schedule = schedule
+  tx.masked_init = masked_init_fn
   return tx
 
 
@@ -710,6 +727,8 @@ def masked_init(tx: optax.GradientTransformation, params: Any, *,
     >>> masks.shape, bool((masks[0] != masks[1]).any())
     ((2, 4, 4), True)
   """
+  if isinstance(tx, SparseTransformation):
+    return tx.masked_init(params, key)
   if key is None:
     state = tx.init(params)
   else:

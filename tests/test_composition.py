@@ -449,7 +449,8 @@ def test_no_sparse_leaf_is_an_error():
     tx.init(mlp_params())
 
 
-@pytest.mark.parametrize('fill, match', [(1.0, 'must be boolean')])
+@pytest.mark.parametrize('fill, match', [(1.0, 'must be boolean'),
+                                         (False, 'no active weight')])
 def test_bad_init_masks(fill, match):
   params = mlp_params()
   init = jax.tree.map(lambda p: jnp.full(p.shape, fill) if p.ndim == 2
@@ -483,3 +484,62 @@ def test_trees_that_do_not_match_init_name_the_leaf():
 def test_uncalled_optax_factory_is_an_error():
   with pytest.raises(ValueError, match=r'optax\.adam itself, not called'):
     rigl_jax.rigl(optax.adam, sparsity=0.5, end_step=10)
+
+
+# --- Flax users' own train states ---------------------------------------------
+
+
+def test_flax_train_state_apply_gradients_trains_a_scanned_model():
+  """The README's TrainState recipe, on an nn.scan-stacked linen model."""
+  nn = pytest.importorskip('flax.linen')
+  train_state = pytest.importorskip('flax.training.train_state')
+
+  class Block(nn.Module):
+
+    @nn.compact
+    def __call__(self, x, _):
+      return x + nn.Dense(x.shape[-1])(jax.nn.relu(nn.LayerNorm()(x))), None
+
+  class Model(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      x = nn.Dense(16)(x)
+      x, _ = nn.scan(Block, variable_axes={'params': 0},
+                     split_rngs={'params': True}, length=3)()(x, None)
+      return nn.Dense(4)(x)
+
+  model = Model()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12)))['params']
+  assert params['ScanBlock_0']['Dense_0']['kernel'].shape == (3, 16, 16)
+  tx = rigl_jax.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.75,
+                     distribution='uniform', update_freq=4, end_step=40,
+                     drop_fraction=0.5, drop_fraction_schedule='constant',
+                     stacked={'ScanBlock_0/': 0})
+  params, opt_state = rigl_jax.masked_init(tx, params)
+  state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
+                                 tx=tx, opt_state=opt_state)
+
+  @jax.jit
+  def step(state, b):
+    x, y = b
+
+    def loss(p):
+      logits = state.apply_fn({'params': p}, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    return state.apply_gradients(grads=jax.grad(loss)(state.params))
+
+  masks0 = rigl_jax.get_masks(state.opt_state)
+  for t in range(21):
+    state = step(state, batch(t))
+  masks = rigl_jax.get_masks(state.opt_state)
+  assert_exactly_sparse(state.params, masks)
+  stacked = masks['ScanBlock_0']['Dense_0']['kernel']
+  # Each of the three stacked layers keeps its own 25% (uniform).
+  np.testing.assert_array_equal(np.asarray(stacked.sum(axis=(1, 2))),
+                                [64, 64, 64])
+  assert bool(jnp.any(stacked != masks0['ScanBlock_0']['Dense_0']['kernel']))
+  assert masks['ScanBlock_0']['LayerNorm_0']['scale'] is None
+  assert masks['ScanBlock_0']['Dense_0']['bias'] is None
+  assert int(rigl_jax.get_sparse_state(state.opt_state).step) == 21

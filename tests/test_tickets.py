@@ -186,7 +186,7 @@ def test_rewinding_restores_the_saved_iterate_bit_for_bit(tmp_path):
   assert int(saved.step) == k and int(final.step) == 8
 
   masks = rigl_jax.get_masks(saved.opt_state)
-  rewound = search.rewind(saved, masks, setup.static_tx(masks))
+  rewound = search.rewind(saved, masks)
   leaves = jax.tree_util.tree_leaves_with_path(saved)
   new = jax.tree.leaves(rewound)
   assert len(leaves) == len(new)
@@ -201,7 +201,7 @@ def test_rewinding_restores_the_saved_iterate_bit_for_bit(tmp_path):
 
   # With a pruning mask: the same iterate, pruned weights zero.
   pruned = tickets.prune_remaining(saved.params, masks, 0.5, 'layer')
-  rewound = search.rewind(saved, pruned, setup.static_tx(pruned))
+  rewound = search.rewind(saved, pruned)
   assert int(rewound.step) == k
   for w, m, r in zip(jax.tree.leaves(saved.params),
                      jax.tree.leaves(pruned, is_leaf=lambda x: x is None),
@@ -212,6 +212,14 @@ def test_rewinding_restores_the_saved_iterate_bit_for_bit(tmp_path):
       saved.opt_state).inner_state), jax.tree.leaves(
           rigl_jax.get_sparse_state(rewound.opt_state).inner_state)):
     np.testing.assert_array_equal(a, np.asarray(b))
+
+  # A ticket that pruned a whole layer (CS can): that layer trains at zero.
+  empty = jax.tree.map(lambda m: m, pruned, is_leaf=lambda x: x is None)
+  name = next(n for n in empty if empty[n].get('kernel') is not None)
+  empty[name]['kernel'] = np.zeros_like(np.asarray(empty[name]['kernel']))
+  trained = search.train_to(setup, search.rewind(saved, empty), 8, 100, 't')
+  assert not np.any(np.asarray(trained.params[name]['kernel']))
+  assert np.any(np.asarray(trained.params[name]['bias']))
 
 
 # --- Drivers end to end ----------------------------------------------------

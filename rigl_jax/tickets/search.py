@@ -195,15 +195,16 @@ def snapshot(state: Any) -> Any:
   return jax.device_get(state)
 
 
-def rewind(saved: train.TrainState, masks: Any,
-           tx: optax.GradientTransformation) -> train.TrainState:
+def rewind(saved: train.TrainState, masks: Any) -> train.TrainState:
   """The iterate ``saved`` at step k, restarted with ``masks``.
 
   Args:
     saved: a `snapshot` of a `train.TrainState` whose optimizer is a
       `sparsify(inner, 'static', ...)` over the same ``inner``.
-    masks: the new masks (bool per sparse leaf, None per dense leaf).
-    tx: ``sparsify(inner, 'static', init_masks=masks)``.
+    masks: the new masks (bool per sparse leaf, None per dense leaf). A
+      ticket search may prune a whole layer; its mask is then all False and
+      the layer stays at zero (`sparsify`'s ``init_masks`` refuses such a
+      mask from users, so the masks go into the state directly).
 
   Returns:
     ``saved``'s weights (masked), batch statistics, inner optimizer state,
@@ -211,11 +212,15 @@ def rewind(saved: train.TrainState, masks: Any,
     at pruned positions is harmless: a static transform keeps them at zero.
   """
   state = jax.tree.map(jnp.array, saved)
+  masks = jax.tree.map(lambda m: None if m is None else jnp.asarray(m, bool),
+                       masks, is_leaf=lambda x: x is None)
   params = rigl_jax.apply_masks(state.params, masks)
   old = rigl_jax.get_sparse_state(state.opt_state)
-  opt_state = tx.init(params)._replace(step=old.step,
-                                      inner_state=old.inner_state)
-  return state.replace(params=params, opt_state=opt_state)
+  if (jax.tree.structure(old.masks, is_leaf=lambda x: x is None) !=
+      jax.tree.structure(masks, is_leaf=lambda x: x is None)):
+    raise ValueError('rewind: the masks do not match the sparse leaves of '
+                     'the saved optimizer state')
+  return state.replace(params=params, opt_state=old._replace(masks=masks))
 
 
 def train_to(setup: Setup, state: train.TrainState, stop: int,
@@ -312,7 +317,7 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
   for r in range(rounds + 1):
     if r > 0:
       masks = imp.prune_remaining(state.params, masks, fraction, scope)
-      state = rewind(saved, masks, setup.static_tx(masks))
+      state = rewind(saved, masks)
     elif k == 0:
       saved = snapshot(state)
     else:  # round 0 up to step k, snapshot, then on to the end
@@ -500,7 +505,7 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       results['wall_time_s'] = time.time() - t_start
       _write(workdir, results)
 
-    ticket = rewind(saved, masks, setup.static_tx(masks))
+    ticket = rewind(saved, masks)
     ticket = train_to(setup, ticket, setup.total_steps, log_every,
                       f'cs lambda {lam:g} ticket')
     masks = rigl_jax.get_masks(ticket.opt_state)
