@@ -111,7 +111,7 @@ def step_times(args) -> None:
         f'{jax.devices()[0].platform}; '
         f'{args.rounds} interleaved rounds of {args.repeats} steps each')
 
-  def make_step(tx, mask_update=None):
+  def make_step(tx, mask_update=None, donate=True):
     def step(p, s):
       g = jax.grad(loss)(p, x, y)
       if mask_update is None:
@@ -119,21 +119,28 @@ def step_times(args) -> None:
       else:
         u, s = tx.update(g, s, p, mask_update=mask_update)
       return optax.apply_updates(p, u), s
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
-  def program(tx, mask_update, p, s):
+  def program(tx, mask_update, p, s, donate=True):
     """(timer, planned memory) of one step, compiled once."""
-    compiled = make_step(tx, mask_update).lower(p, s).compile()
-    return _Timer(compiled, p, s), step_memory_mb(compiled)
+    compiled = make_step(tx, mask_update, donate).lower(p, s).compile()
+    analysis = compiled.memory_analysis()
+    scratch = (float('nan') if analysis is None else
+               analysis.temp_size_in_bytes / 2**20)
+    return _Timer(compiled, p, s), step_memory_mb(compiled), scratch
 
-  # name -> (timer, planned memory); every timer owns its (donated) state.
-  programs = {'dense': program(inner, None, params, inner.init(params))}
+  # name -> (timer, planned memory, scratch); every timer owns its state.
+  # "/readme" programs are the README's example step: one jitted program,
+  # nothing donated.
+  programs = {'dense': program(inner, None, params, inner.init(params)),
+              'dense/readme': program(inner, None, params,
+                                      inner.init(params), donate=False)}
   methods = ['static', 'set', 'snfs', 'rigl', 'pruning']
   common = dict(sparsity=args.sparsity, distribution='erk')
   for method in methods:
     if method == 'static':
       tx = rigl_jax.static(inner, **common)
-      variants = {'plain': (tx, None)}
+      variants = {'plain': (tx, None), 'cond/readme': (tx, None)}
     else:
       tx = rigl_jax.sparsify(inner, method, update_freq=1, end_step=10**8,
                              drop_fraction_schedule='constant', **common)
@@ -142,10 +149,13 @@ def step_times(args) -> None:
                                   end_step=10**8 + 1, **common)
       # The same program with the branch taken on every step.
       variants = {'plain': (tx, False), 'update': (tx, True),
-                  'cond': (tx_cond, None), 'cond_update': (tx, None)}
+                  'cond': (tx_cond, None), 'cond_update': (tx, None),
+                  'cond/readme': (tx_cond, None),
+                  'cond_update/readme': (tx, None)}
     for kind, (t, flag) in variants.items():
       p, s = rigl_jax.masked_init(t, params)
-      programs[f'{method}/{kind}'] = program(t, flag, p, s)
+      programs[f'{method}/{kind}'] = program(
+          t, flag, p, s, donate=not kind.endswith('/readme'))
 
   times = {name: [] for name in programs}
   order = np.random.default_rng(0)
@@ -180,19 +190,31 @@ def step_times(args) -> None:
           f'{np.median(upd) * 1e3:9.2f} ms{np.median(amort) * 1e3:13.2f} ms'
           f'{np.median(ratio):10.3f}x [{ratio.min():.3f}, {ratio.max():.3f}]'
           f'{ms(cond)}{mem[0]:13.1f} /{mem[1]:6.1f} MiB')
-  print(f'As users call it: one jitted program (lax.cond), no mask_update '
-        f'argument, nothing CPU-specific; a mask update every '
-        f'{args.update_freq} steps.')
-  print(f'{"method":<10}{"plain step":>12}{"update step":>12}'
-        f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>26}')
-  for method in methods:
-    plain = times.get(f'{method}/cond', times[f'{method}/plain'])
-    upd = times.get(f'{method}/cond_update', plain)
-    amort = ((args.update_freq - 1) * plain + upd) / args.update_freq
-    ratio = amort / dense
-    print(f'as users  {method:<8}{np.median(plain) * 1e3:9.2f} ms'
-          f'{np.median(upd) * 1e3:9.2f} ms{np.median(amort) * 1e3:13.2f} ms'
-          f'{np.median(ratio):10.3f}x [{ratio.min():.3f}, {ratio.max():.3f}]')
+  for suffix, label, title in [
+      ('/readme', 'as users', 'the README example: one jitted program, '
+       'nothing donated'),
+      ('', 'donated ', 'the same with donate_argnums=(0, 1)')]:
+    base = times[f'dense{suffix}']
+    print(f'As users call it ({title}): lax.cond, no mask_update argument, '
+          f'nothing CPU-specific; a mask update every {args.update_freq} '
+          f'steps; vs that dense step ({np.median(base) * 1e3:.2f} ms).')
+    print(f'{"method":<18}{"plain step":>12}{"update step":>12}'
+          f'{"amortised/" + str(args.update_freq):>16}{"vs dense":>26}')
+    for method in methods:
+      plain = times.get(f'{method}/cond{suffix}', times[f'{method}/plain'])
+      upd = times.get(f'{method}/cond_update{suffix}', plain)
+      amort = ((args.update_freq - 1) * plain + upd) / args.update_freq
+      ratio = amort / (base if f'{method}/cond{suffix}' in times else dense)
+      print(f'{label}  {method:<8}{np.median(plain) * 1e3:9.2f} ms'
+            f'{np.median(upd) * 1e3:9.2f} ms{np.median(amort) * 1e3:13.2f} ms'
+            f'{np.median(ratio):10.3f}x [{ratio.min():.3f}, '
+            f'{ratio.max():.3f}]')
+    scratch = {m: programs[f'{m}/cond{suffix}'][2] for m in methods
+               if f'{m}/cond{suffix}' in programs}
+    print('  scratch (XLA temp) per call: ' + ', '.join(
+        f'{m} {v:.1f}' for m, v in scratch.items()) +
+          f' MiB (dense {programs[f"dense{suffix}"][2]:.1f} MiB); glibc maps '
+          'scratch above 32 MiB afresh on every call (see --tune_allocator)')
 
 
 class _Timer:

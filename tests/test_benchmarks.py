@@ -35,9 +35,12 @@ def test_sparse_step_prints_a_ratio_per_method():
     # (per round; medians over rounds can move it a little).
     lo, hi = sorted((plain, update))
     assert 0.8 * lo <= amortised <= 1.2 * hi
-    users = re.search(rf'^as users  {method}\s+([\d.]+) ms\s+([\d.]+) ms\s+'
-                      r'([\d.]+) ms\s+([\d.]+)x', out, re.M)
-    assert users, f'no "as users call it" row for {method}:\n{out}'
+    for label in ('as users', 'donated '):
+      users = re.search(rf'^{label}  {method}\s+([\d.]+) ms\s+([\d.]+) ms\s+'
+                        r'([\d.]+) ms\s+([\d.]+)x', out, re.M)
+      assert users, f'no "{label}" row for {method}:\n{out}'
+  assert len(re.findall(r'scratch \(XLA temp\) per call: .*rigl [\d.]+', out)
+             ) == 2, out
   assert 'peak host memory' in out
 
 
