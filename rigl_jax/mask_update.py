@@ -38,7 +38,7 @@ def floor_product(fraction: jax.Array, count: jax.Array) -> jax.Array:
 
 def _tail_sum(x: jax.Array) -> jax.Array:
   """Per-layer sum of a layer view: ``(L, ...) -> (L,)``, int32."""
-  return jnp.sum(x.reshape(x.shape[0], -1), axis=1, dtype=jnp.int32)
+  return selection.row_counts(x.reshape(x.shape[0], -1))
 
 
 def active_counts(masks: Sequence[jax.Array]) -> list[jax.Array]:
@@ -168,9 +168,9 @@ def prune_global(magnitudes: Sequence[jax.Array], masks: Sequence[jax.Array],
 
 def churn(old: Sequence[jax.Array], new: Sequence[jax.Array]) -> jax.Array:
   """Fraction of the active connections that a mask update removed."""
-  removed = sum((jnp.sum(o & ~n, dtype=jnp.int32) for o, n in zip(old, new)),
+  removed = sum((selection.count_true(o & ~n) for o, n in zip(old, new)),
                 jnp.zeros([], jnp.int32))
-  active = sum((jnp.sum(o, dtype=jnp.int32) for o in old),
+  active = sum((selection.count_true(o) for o in old),
                jnp.zeros([], jnp.int32))
   return removed / jnp.maximum(active, 1).astype(jnp.float32)
 
@@ -180,7 +180,7 @@ def leaked(weights: Sequence[jax.Array],
   """Nonzero weights at masked positions, per leaf (int32 ``(leaves,)``)."""
   if not masks:
     return jnp.zeros([0], jnp.int32)
-  return jnp.stack([jnp.sum((w != 0) & ~m, dtype=jnp.int32)
+  return jnp.stack([selection.count_true((w != 0) & ~m)
                     for w, m in zip(weights, masks)])
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from rigl_jax import mask_update
 from rigl_jax import schedules
+from rigl_jax import selection
 from rigl_jax import structure as structure_lib
 
 # (weight, dense_grad, aux, key) -> non-negative scores, for ONE layer.
@@ -197,7 +198,7 @@ class MagnitudePruning(Method):
 
   def update_masks(self, ctx: MaskContext):
     magnitudes = [jnp.abs(w) for w in ctx.stepped]
-    old = sum(jnp.sum(m, dtype=jnp.int32) for m in ctx.masks)
+    old = sum(selection.count_true(m) for m in ctx.masks)
     if self.scope == 'global':
       target = ctx.schedule.pruning_sparsity_at(
           ctx.step, min(self.initial_sparsity, ctx.sparsity), ctx.sparsity)
@@ -210,5 +211,5 @@ class MagnitudePruning(Method):
                  for s in ctx.sparsities]
       new = mask_update.prune_layers(magnitudes, ctx.masks, targets,
                                      ctx.structure)
-    removed = old - sum(jnp.sum(m, dtype=jnp.int32) for m in new)
+    removed = old - sum(selection.count_true(m) for m in new)
     return new, removed / jnp.maximum(old, 1).astype(jnp.float32)
