@@ -202,10 +202,9 @@ def top_k_masks(scores: Sequence[jax.Array],
   found = _threshold(keys, k)
   t = found.lo
   # Ties straddle t only if count(>= t) > k; then hi == t + 1, so the
-  # search's exact counts give count(> t) and count(== t) without a pass.
+  # search's exact count at hi is count(> t), with no extra pass.
   ties = (found.c_lo > k) & (k > 0)
-  n_gt = found.c_hi
-  need = k - n_gt
+  need = k - found.c_hi
 
   # Among ties at t, take the first `need` by global position: the smallest
   # J with count(key == t and position < J) >= need.
