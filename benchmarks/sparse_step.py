@@ -5,10 +5,14 @@ Prints, for one model in one run:
   * for each method, the time of an ordinary sparse step, of a step with a
     mask update, and the amortised cost over ``--update_freq`` steps,
     relative to dense;
+  * "as users call it": the single program with `lax.cond` (no
+    ``mask_update`` argument), written as in the README (nothing donated)
+    and with ``donate_argnums``, each against the dense step called the
+    same way, with each program's XLA scratch size;
   * the memory XLA plans for each step (arguments + outputs + scratch) and
     the process's peak host memory;
-  * the time of one RigL mask update on a ResNet-50-sized parameter tree
-    (25.5M weights in 54 kernels, ERK 90%).
+  * ``masked_init`` and one RigL/SET/SNFS mask update on a ResNet-50-sized
+    parameter tree (25.5M weights in 54 kernels, ERK 90%).
 
 Steps are timed in interleaved rounds (every program once per round, in a
 random order) and each method is compared with the dense step of the same
@@ -122,7 +126,7 @@ def step_times(args) -> None:
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
   def program(tx, mask_update, p, s, donate=True):
-    """(timer, planned memory) of one step, compiled once."""
+    """(timer, planned memory, scratch) of one step, compiled once."""
     compiled = make_step(tx, mask_update, donate).lower(p, s).compile()
     analysis = compiled.memory_analysis()
     scratch = (float('nan') if analysis is None else
