@@ -89,6 +89,43 @@ class SparseTransformation(optax.GradientTransformationExtraArgs):
   masked_init: Any
 
 
+# --- One-time programs -------------------------------------------------------
+
+# The initialisation program has about three small elementwise kernels per
+# leaf (the leaf's mask, its masked params, the inner state), and compiling
+# them is most of `masked_init`'s time on a large tree. On XLA:CPU the older
+# loop emitters at -O1 compile them ~40% faster and run the program as fast
+# (ResNet-50 tree: 2.8 -> 1.6 s compile, 0.41 s run). Other backends compile
+# with their defaults.
+_CPU_INIT_OPTIONS = {'xla_cpu_use_fusion_emitters': False,
+                     'xla_backend_optimization_level': 1}
+
+
+def _one_time_program(fn):
+  """``jax.jit(fn)``, compiled for fast compilation on CPU.
+
+  The backend is looked up at the first call, not here: ``sparsify`` may run
+  before ``jax.distributed.initialize``, which must precede backend setup.
+  """
+  jitted = {}
+
+  def call(*args):
+    backend = jax.default_backend()
+    if backend not in jitted:
+      jitted[backend] = jax.jit(
+          fn, compiler_options=_CPU_INIT_OPTIONS if backend == 'cpu' else None)
+    try:
+      return jitted[backend](*args)
+    except jax.errors.JaxRuntimeError as e:
+      if 'compile option' not in str(e):
+        raise
+      # An XLA without these options: compile with its defaults.
+      jitted[backend] = jax.jit(fn)
+      return jitted[backend](*args)
+
+  return call
+
+
 # --- Keys for ensembles -----------------------------------------------------
 
 _INIT_KEY: contextvars.ContextVar = contextvars.ContextVar('rigl_jax_init_key',
@@ -425,14 +462,14 @@ def sparsify(inner: optax.GradientTransformation,
         mask_churn=jnp.zeros([], jnp.float32),
         key=key)
 
-  jitted_init = jax.jit(init_arrays)
+  jitted_init = _one_time_program(init_arrays)
   # For `masked_init`: the masked params from the same program (one compile
   # instead of two).
   def masked_init_arrays(params, key, given):
     state = init_arrays(params, key, given)
     return masks_lib.apply_masks(params, state.masks), state
 
-  jitted_masked_init = jax.jit(masked_init_arrays)
+  jitted_masked_init = _one_time_program(masked_init_arrays)
 
   def init_inputs(params, key):
     key = _INIT_KEY.get() if key is None else key

@@ -9,6 +9,7 @@ import pytest
 
 import rigl_jax
 from rigl_jax import distributions
+from rigl_jax import transform
 from tests import helpers
 
 DYNAMIC = ['set', 'snfs', 'rigl']
@@ -501,3 +502,19 @@ def test_host_chosen_mask_update_equals_the_cond_program(method):
   assert changed >= 3
   with pytest.raises(ValueError, match='mask_update must be'):
     tx.update(params, s1, params, mask_update=jnp.asarray(True))
+
+
+def test_masked_init_compile_options_do_not_change_masks(monkeypatch):
+  """The CPU compile options of the init program change speed, not masks;
+  an XLA without them falls back to its defaults."""
+  params = helpers.mlp_params()
+  make = lambda: rigl_jax.rigl(optax.sgd(0.1), sparsity=0.8, end_step=100)
+  tuned = rigl_jax.masked_init(make(), params)
+  monkeypatch.setattr(transform, '_CPU_INIT_OPTIONS', {})
+  plain = rigl_jax.masked_init(make(), params)
+  monkeypatch.setattr(transform, '_CPU_INIT_OPTIONS',
+                      {'xla_no_such_option_here': True})
+  fallback = rigl_jax.masked_init(make(), params)
+  for a, b, c in zip(*map(jax.tree.leaves, (tuned, plain, fallback))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
