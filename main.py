@@ -21,8 +21,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from rigl_jax import train
-from rigl_jax.tickets import search as ticket_search
+from rigl_jax.experiment import train
+from rigl_jax.experiment import ticket_search
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '

@@ -19,7 +19,7 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=setuptools.find_packages(include=['rigl_jax', 'rigl_jax.*']),
-    package_data={'rigl_jax.data': ['files/README.md', 'files/*/*.xz']},
+    package_data={'rigl_jax.experiment.data': ['files/README.md', 'files/*/*.xz']},
     python_requires='>=3.10',
     install_requires=CORE,
     extras_require={

@@ -3,7 +3,7 @@
 For each model and sparsity, masks are drawn as a sparse training run ends
 with them (ERK, `rigl_jax.static`; the LSTM's embedding stays dense as in
 `configs/shakespeare_lstm.py`), the masked params are written with
-`rigl_jax.export` and read back with `rigl_jax.sparse_inference.load`, whose
+`rigl_jax.deploy.export` and read back with `rigl_jax.deploy.sparse_inference.load`, whose
 outputs are checked against the masked dense model. Then it times:
 
 * latency: one example (batch 1; one sequence for the LSTM);
@@ -39,9 +39,9 @@ import scipy
 import scipy.sparse
 
 import rigl_jax
-from rigl_jax import export
-from rigl_jax import models
-from rigl_jax import sparse_inference
+from rigl_jax.deploy import export
+from rigl_jax.experiment import models
+from rigl_jax.deploy import sparse_inference
 
 # name: (model name, kwargs, num_classes, input kind, description)
 MODELS = {

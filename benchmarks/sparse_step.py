@@ -72,7 +72,7 @@ def mlp(width: int, depth: int = 3, d_in: int = 784, classes: int = 10):
 def resnet20(classes: int = 10):
   """CIFAR ResNet-20 (0.27M params) in training mode; BatchNorm statistics
   are computed from the batch and their running averages discarded."""
-  from rigl_jax import models  # pylint: disable=import-outside-toplevel
+  from rigl_jax.experiment import models  # pylint: disable=import-outside-toplevel
   model = models.get_model('resnet20', num_classes=classes)
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
                          train=False)

@@ -4,7 +4,7 @@ Targets: the paper's CIFAR-10 figure (WRN-22-8)
 shows RigL and SET close to pruning at 50-95% sparsity, RigL 2x on par with
 or above it; the ML Reproducibility Challenge 2020 report measured, for
 WRN-22-2 at 80% sparsity, RigL ERK 93.1% and SET ERK 92.9%. Training FLOPs
-of each method come from `python -m rigl_jax.flops --config`.
+of each method come from `python -m rigl_jax.analysis --config`.
 
 Setup from the reference CIFAR code: batch 128, 250 epochs, SGD momentum
 0.9 (Nesterov), lr 0.1 decayed x0.2 at 30%, 60%, 80% of training, weight

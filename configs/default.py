@@ -8,7 +8,7 @@ Override fields on the command line, e.g.
 
 import ml_collections
 
-from rigl_jax.data import default_data_config
+from rigl_jax.experiment.data import default_data_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -39,6 +39,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.structure = 'unstructured'
   # Initial random masks; None: config.seed.
   config.sparsity.seed = ml_collections.config_dict.placeholder(int)
+  # Which leaves are sparse (None: kernels and embeddings; or path regexes,
+  # e.g. --config.sparsity.is_sparse="('conv', 'dense')"), per-leaf fixed
+  # sparsities ({path regex: sparsity}; 0.0 keeps a layer dense) and stacked
+  # layers ({path regex: axis}, e.g. nn.scan blocks).
+  config.sparsity.is_sparse = ml_collections.config_dict.placeholder(object)
+  config.sparsity.custom_sparsity = ml_collections.config_dict.placeholder(
+      object)
+  config.sparsity.stacked = ml_collections.config_dict.placeholder(object)
+  config.sparsity.erk_power_scale = 1.0
+  # Method hyperparameters (each method reads its own).
+  config.sparsity.snfs_momentum = 0.9
+  config.sparsity.snfs_redistribution = False
+  config.sparsity.pruning_scope = 'layer'
+  config.sparsity.pruning_initial_sparsity = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'

@@ -4,7 +4,7 @@ Targets: the paper's Figure 3 compares RigL with pruning on MobileNet v1 at
 75% and 90% sparsity (uniform, first layer dense; depthwise kernels are
 sparse too) and 'big-sparse' width multipliers; RigL 5x at 75% comes within
 about a point of the dense model at a fraction of its FLOPs. Read the
-figure for the exact points; `python -m rigl_jax.flops --config` gives
+figure for the exact points; `python -m rigl_jax.analysis --config` gives
 the FLOPs axis.
 
 Setup as configs/imagenet_resnet50.py (the reference trains MobileNets with

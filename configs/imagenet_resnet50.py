@@ -6,7 +6,7 @@ Targets (top-1 %, paper Table 2 / the official README; dense 76.8):
        pruning (Gale et al.) 75.6.
   90%: RigL ERK 73.0 (1x), 76.4 (5x); RigL uniform 72.0 (1x), 75.7 (5x);
        pruning 73.9.
-FLOPs (python -m rigl_jax.flops --config THIS_FILE:...): 80% ERK 0.42x
+FLOPs (python -m rigl_jax.analysis --config THIS_FILE:...): 80% ERK 0.42x
 inference, 2.09x training at 5x; 80% uniform 0.23x / 1.14x.
 
 Setup from the reference code: batch 4096, 32k steps (~100 epochs) at 1x,

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ml_collections
 
-METHODS = ('dense', 'static', 'set', 'snfs', 'rigl', 'pruning')
+from rigl_jax import methods as methods_lib
+
+# The method names are the core's registry (rigl_jax.methods).
+METHODS = methods_lib.METHODS
 DISTRIBUTIONS = ('uniform', 'erk')
 KEYS = ('method', 'dist', 'sparsity', 'mult')
 

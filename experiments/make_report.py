@@ -6,7 +6,7 @@ Reads every ``<results>/<experiment>/<run>/results.json`` (and the run's
 * ``<experiment>.csv`` / ``<experiment>.md``: per method, distribution,
   sparsity and training length, the test metric as mean ± std over seeds,
   with the measured sparsity and the training / inference FLOPs relative to
-  dense (`rigl_jax.flops.report` on the run's own config); the Markdown also
+  dense (`rigl_jax.analysis.model_flops.report` on the run's own config); the Markdown also
   has one method x sparsity table per distribution and the paper's
   comparisons as per-seed differences;
 * ``<experiment>_vs_sparsity.png``: the test metric against sparsity, one
@@ -46,7 +46,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
-from rigl_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
+from rigl_jax.analysis import model_flops  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHOD_ORDER = ('dense', 'small_dense', 'pruning', 'rigl', 'snfs', 'set',
@@ -104,7 +104,7 @@ def metric_of(runs: list[dict]) -> str:
 
 
 class FlopsCache:
-  """`rigl_jax.flops.report` per distinct config (seed aside)."""
+  """`rigl_jax.analysis.model_flops.report` per distinct config (seed aside)."""
 
   def __init__(self):
     self._cache: dict[str, dict] = {}
@@ -114,7 +114,7 @@ class FlopsCache:
     key.pop('seed', None)
     key = json.dumps(key, sort_keys=True, default=str)
     if key not in self._cache:
-      self._cache[key] = flops_lib.report(ml_collections.ConfigDict(config))
+      self._cache[key] = model_flops.report(ml_collections.ConfigDict(config))
     return self._cache[key]
 
 
@@ -415,20 +415,20 @@ def _ticket_flops_fn(config: dict):
   model, or None if its config does not describe one."""
   try:
     cfg = ml_collections.ConfigDict(config)
-    build = flops_lib._model_and_input  # pylint: disable=protected-access
+    build = model_flops.model_and_input
     model, shape, dtype, kwargs, _ = build(cfg)
   except (KeyError, AttributeError, ValueError, TypeError):
     return None
-  ops = flops_lib.layer_ops(model, shape, input_dtype=dtype,
+  ops = model_flops.layer_ops(model, shape, input_dtype=dtype,
                             apply_kwargs=kwargs)
-  dense = flops_lib.inference_flops(ops)
-  return lambda layers: flops_lib.inference_flops(ops, layers) / dense
+  dense = model_flops.flops.inference_flops(ops)
+  return lambda layers: model_flops.flops.inference_flops(ops, layers) / dense
 
 
 def ticket_points(ticket: dict) -> list[dict]:
   """The tickets a search found, by sparsity: ``sparsity``,
   ``test_accuracy`` and ``training_flops`` (relative to dense 1x training,
-  counted as `rigl_jax.flops` counts static sparse training; None if the
+  counted as `rigl_jax.analysis.flops` counts static sparse training; None if the
   config names no model).
 
   IMP (``curve``, one row per round): round n costs the training of rounds
@@ -627,7 +627,7 @@ def plot_vs_flops(name: str, rows: list[dict], metric: str,
                       color=COLORS.get(kind))
     ax.set_xscale('log')
     ax.set_xlabel('training FLOPs relative to dense 1x '
-                  '(rigl_jax.flops; labels: sparsity %)')
+                  '(rigl_jax.analysis.flops; labels: sparsity %)')
     ax.set_title(f'{name}: {DIST_LABELS[dist]}' if dist != '-' else name)
     ax.grid(alpha=0.3, which='both')
   _clip_y(zip(axes[0], dists), rows, metric, lambda r: r['training_flops'])
@@ -637,7 +637,7 @@ def plot_vs_flops(name: str, rows: list[dict], metric: str,
 def layer_sparsities(runs: list[dict], flops: Optional[FlopsCache] = None
                      ) -> tuple[list[str], dict]:
   """``(layers, {(dist, sparsity): {layer: sparsity}})`` from
-  `rigl_jax.sparsity_distribution` (via `flops.report`) for ERK and uniform
+  `rigl_jax.sparsity_distribution` (via `model_flops.report`) for ERK and uniform
   at every swept sparsity, trained or not, on the experiment's full-size
   model (a sparse run's config with the distribution and sparsity set)."""
   sparse = [r for r in runs if r['distribution'] != '-']
@@ -724,7 +724,7 @@ def layer_shapes(runs: list[dict]) -> dict[str, str]:
     return {}
   config = ml_collections.ConfigDict(sparse[0]['results']['config'])
   # The model and input exactly as flops.report builds them.
-  build = flops_lib._model_and_input  # pylint: disable=protected-access
+  build = model_flops.model_and_input
   model, shape, dtype, kwargs, _ = build(config)
   x = jax.ShapeDtypeStruct((1, *shape), dtype)
   params = jax.eval_shape(

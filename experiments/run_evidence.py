@@ -6,9 +6,9 @@ cost seconds per run. This driver plans the sweep with the same
 `sweep.plan` (same run names, workdirs and ``sweep.json``), builds each
 run's config exactly as ``main.py`` would from the planned
 ``--config.<field>=<value>`` overrides, and calls
-`rigl_jax.train.train_and_evaluate` for each unfinished run in turn, so
+`rigl_jax.experiment.train.train_and_evaluate` for each unfinished run in turn, so
 ``results.json`` and ``metrics.jsonl`` are those ``main.py`` writes (a
-config with ``ticket_search`` goes to `rigl_jax.tickets.search.run`, as in
+config with ``ticket_search`` goes to `rigl_jax.experiment.ticket_search.run`, as in
 ``main.py``). Runs with a ``results.json`` (a complete one, for ticket
 searches) are skipped, so the driver can be stopped and
 started again (SIGTERM stops it after saving the current run's checkpoint,
@@ -107,8 +107,8 @@ def run_planned(config_file: str, planned: list[dict[str, Any]],
   Returns:
     Names of the runs that failed.
   """
-  from rigl_jax import train  # pylint: disable=g-import-not-at-top
-  from rigl_jax.tickets import search  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import ticket_search as search  # pylint: disable=g-import-not-at-top
   failed = []
   t_all = time.time()
   done = 0
@@ -176,7 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     jax.config.update('jax_compilation_cache_dir', args.compile_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-  from rigl_jax import train  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
   try:
     failed = run_planned(args.config, planned, args.keep_checkpoints)
   except train.Preempted:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional, Union
 
@@ -108,8 +109,11 @@ def _one_time_program(fn):
   before ``jax.distributed.initialize``, which must precede backend setup.
   """
   jitted = {}
+  plain = jax.jit(fn)
 
   def call(*args):
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+      return plain(*args)  # inside the caller's jit: its options apply
     backend = jax.default_backend()
     if backend not in jitted:
       jitted[backend] = jax.jit(
@@ -120,8 +124,8 @@ def _one_time_program(fn):
       if 'compile option' not in str(e):
         raise
       # An XLA without these options: compile with its defaults.
-      jitted[backend] = jax.jit(fn)
-      return jitted[backend](*args)
+      jitted[backend] = plain
+      return plain(*args)
 
   return call
 
@@ -634,10 +638,11 @@ rigl = _method_constructor('rigl')
 pruning = _method_constructor('pruning')
 
 # sparsify's own keyword fields (init_masks is not a config field).
-_SPARSIFY_FIELDS = ('method', 'sparsity', 'distribution', 'update_freq',
-                    'begin_step', 'end_step', 'drop_fraction',
-                    'drop_fraction_schedule', 'is_sparse', 'custom_sparsity',
-                    'stacked', 'seed', 'erk_power_scale', 'structure')
+# `sparsify`'s own fields, from its signature (what `from_config` reads).
+_SPARSIFY_FIELDS = tuple(
+    k for k, p in inspect.signature(sparsify).parameters.items()
+    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    and k not in ('inner', 'init_masks'))
 
 
 def config_fields() -> tuple[str, ...]:

@@ -1,5 +1,7 @@
 """Small shared pieces for the core tests: a tiny MLP and its training loop."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -53,7 +55,7 @@ def nnz_tree(masks):
 
 
 def with_train_batches(get_data, fn):
-  """Wraps a `rigl_jax.data.get_data` so that every train batch goes through
+  """Wraps a `rigl_jax.experiment.data.get_data` so that every train batch goes through
   ``fn(index, batch) -> batch`` (``index``: 0-based position in the stream;
   ``fn`` may raise to simulate a crash there)."""
 
@@ -66,3 +68,7 @@ def with_train_batches(get_data, fn):
     return d._replace(train_batches=batches)
 
   return wrapped
+
+
+# The repository root (main.py, configs/, experiments/).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -77,6 +77,11 @@ class MaskContext(NamedTuple):
     return jax.vmap(jax.random.fold_in, (None, 0))(self.key, ids)
 
 
+# How a method's training step is counted in FLOPs (see `Method`).
+TRAINING_COSTS = ('dense', 'sparse', 'dense_gradient',
+                  'dense_gradient_on_update', 'pruning_schedule')
+
+
 class Method:
   """Base class of sparse-training methods; subclasses override the hooks.
 
@@ -88,6 +93,12 @@ class Method:
       (Algorithm 1): parameters and their optimizer state stay as they were.
     starts_dense: the initial masks are all True (gradual pruning).
     include_end: masks also change at ``end_step`` itself.
+    training_cost: how `rigl_jax.analysis.flops` counts a training step
+      (Evci et al. 2020, Appendix H), one of `TRAINING_COSTS`: ``'dense'``
+      (3 f_D), ``'sparse'`` (3 f_S), ``'dense_gradient'`` (2 f_S + f_D: a
+      dense gradient every step, SNFS), ``'dense_gradient_on_update'``
+      (a dense gradient on mask-update steps only, RigL) or
+      ``'pruning_schedule'`` (3 f(s_t) along the pruning schedule).
   """
   name: str = 'method'
   sparse: bool = True
@@ -95,6 +106,7 @@ class Method:
   skips_weight_update: bool = False
   starts_dense: bool = False
   include_end: bool = False
+  training_cost: str = 'sparse'
 
   def validate(self, *, structure: structure_lib.Structure,
                custom_sparsity: dict[str, float]) -> None:
@@ -130,14 +142,21 @@ class DropAndGrow(Method):
     redistribute: share the regrowth across layers by the mean score of
       their active weights (SNFS), leaving leaves that ``custom_sparsity``
       fixes alone.
+    training_cost: see `Method`; by default a grow score is taken to need
+      the dense gradient on mask-update steps only, as RigL's does.
   """
   skips_weight_update = True
 
   def __init__(self, name: str, grow_score: GrowScore,
-               redistribute: bool = False):
+               redistribute: bool = False,
+               training_cost: str = 'dense_gradient_on_update'):
+    if training_cost not in TRAINING_COSTS:
+      raise ValueError(f'unknown training_cost {training_cost!r}; valid: '
+                       f'{list(TRAINING_COSTS)}')
     self.name = name
     self.grow_score = grow_score
     self.redistribute = bool(redistribute)
+    self.training_cost = training_cost
 
   def validate(self, *, structure, custom_sparsity) -> None:
     if self.redistribute and structure.sparsity is not None:
@@ -178,6 +197,7 @@ class MagnitudePruning(Method):
   """
   name = 'pruning'
   starts_dense = True
+  training_cost = 'pruning_schedule'
   include_end = True
   SCOPES = ('layer', 'global')
 

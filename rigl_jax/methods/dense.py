@@ -8,6 +8,7 @@ class Dense(base.Method):
   name = 'dense'
   sparse = False
   dynamic = False
+  training_cost = 'dense'
 
 
 def dense() -> base.Method:

@@ -17,4 +17,4 @@ def random_scores(weight, grad, aux, key):
 
 def set_method() -> base.Method:
   """Random regrowth."""
-  return base.DropAndGrow('set', random_scores)
+  return base.DropAndGrow('set', random_scores, training_cost='sparse')

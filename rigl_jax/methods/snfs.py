@@ -29,7 +29,8 @@ class SNFS(base.DropAndGrow):
   def __init__(self, momentum: float = 0.9, redistribute: bool = False):
     if not 0.0 <= momentum < 1.0:
       raise ValueError(f'snfs momentum must be in [0, 1); got {momentum}')
-    super().__init__('snfs', momentum_scores, redistribute)
+    super().__init__('snfs', momentum_scores, redistribute,
+                     training_cost='dense_gradient')
     self.momentum = float(momentum)
 
   def init_aux(self, params: Any, masks: Any) -> Any:

@@ -1,10 +1,10 @@
 """Lottery-ticket search: Continuous Sparsification and IMP with rewinding.
 
 The pure pieces (jax only) are re-exported here; the drivers that train
-(`run`, `run_cs`, `run_imp`) live in `rigl_jax.tickets.search`, which needs
-the experiment system (`rigl_jax.train`):
+(`run`, `run_cs`, `run_imp`) live in `rigl_jax.experiment.ticket_search`, which needs
+the experiment system (`rigl_jax.experiment.train`):
 
-  from rigl_jax.tickets import search
+  from rigl_jax.experiment import ticket_search as search
   results = search.run(config, workdir)  # config.ticket_search: 'cs' | 'imp'
 
 Found tickets are trained with ``rigl_jax.sparsify(inner, 'static',

@@ -1,0 +1,216 @@
+"""FLOPs of sparse models and of sparse training, counted as the RigL paper.
+
+Inference FLOPs follow the counting code the paper uses (google-research's
+MicroNet-challenge ``counting.py``, called from ``rigl/sparse_utils.py``'s
+``get_stats``):
+
+* only convolutions (regular and depthwise) and dense layers count;
+  batch norm, pooling, residual additions and embeddings are ignored;
+* a layer with per-group fan-in ``F`` (``kh * kw * c_in / groups`` for a
+  conv, ``c_in`` for a dense layer), density ``d`` and ``N`` output elements
+  costs ``F*d*N`` multiplies and ``(F*d - 1)*N`` adds (a multiply-add is two
+  FLOPs), plus one add per output for the bias and one multiply per output
+  for the ReLU, which the reference counts for every layer;
+* conv output sizes use the reference's 'same' convention,
+  ``ceil((in - k + 1 + 2*(k // 2)) / stride)`` per spatial dim
+  (``padding='model'`` uses the model's real output shapes instead).
+
+Training FLOPs per step (Evci et al. 2020, Section 4.1 and Appendix H), with
+``f_D`` / ``f_S`` the dense / sparse forward costs: a step costs forward
+plus backward, 3x the forward. Dense ``3 f_D``; Static and SET ``3 f_S``;
+SNFS ``2 f_S + f_D`` (it needs the dense gradient every step); RigL
+``(3 f_S dT + 2 f_S + f_D) / (dT + 1)`` while it updates masks (one dense
+gradient every ``dT = update_freq`` steps) and ``3 f_S`` after
+``end_step``; gradual pruning ``3 f(s_t)`` with ``s_t`` its cubic schedule
+(dense before ``begin_step``). Totals are relative to dense training of the
+1x length, so a training-length multiplier scales them.
+
+This module holds the counting rules and needs jax, numpy and the core
+alone; `rigl_jax.analysis.model_flops` lists a Flax model's layers
+(`LayerOp`) and reports a config's FLOPs:
+
+  python -m rigl_jax.analysis --config configs/imagenet_resnet50.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import math
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import numpy as np
+
+from rigl_jax import distributions
+from rigl_jax import masks as masks_lib
+from rigl_jax import methods as methods_lib
+from rigl_jax import paths as paths_lib
+from rigl_jax import schedules
+
+PADDINGS = ('same', 'model')
+
+
+class LayerOp(NamedTuple):
+  """One conv or dense application in a model's forward pass.
+
+  Attributes:
+    path: the path string of the layer's kernel in the params tree.
+    kind: ``'conv'``, ``'depthwise'`` or ``'dense'``.
+    kernel_shape: the kernel's shape (flax layout: spatial..., in/groups, out).
+    in_spatial: the input's spatial dims (convs; ``()`` for dense).
+    out_spatial: the model's real output spatial dims (convs).
+    strides: conv strides (``()`` for dense).
+    repeats: applications per example (e.g. positions of a sequence).
+  """
+  path: str
+  kind: str
+  kernel_shape: tuple[int, ...]
+  in_spatial: tuple[int, ...]
+  out_spatial: tuple[int, ...]
+  strides: tuple[int, ...]
+  repeats: int
+
+
+def _same_out(size: int, k: int, stride: int) -> int:
+  return int(math.ceil((size - k + 1 + 2 * (k // 2)) / stride))
+
+
+def op_flops(op: LayerOp, density: float = 1.0,
+             padding: str = 'same') -> float:
+  """FLOPs (multiplies + adds) of one layer application, per example.
+
+  Args:
+    op: the layer.
+    density: the fraction of its kernel's weights that are non-zero.
+    padding: ``'same'`` (the paper's convention) or ``'model'``.
+
+  Returns:
+    ``N * (2 * F * density + 1)`` with ``N`` output elements and per-group
+    fan-in ``F`` (see the module docstring).
+  """
+  fan_in = math.prod(op.kernel_shape[:-1])
+  c_out = op.kernel_shape[-1]
+  if op.kind == 'dense':
+    n_out = c_out
+  else:
+    if padding == 'same':
+      spatial = [_same_out(s, k, st) for s, k, st in
+                 zip(op.in_spatial, op.kernel_shape[:-2], op.strides)]
+    else:
+      spatial = list(op.out_spatial)
+    n_out = math.prod(spatial) * c_out
+  n_out *= op.repeats
+  vector = fan_in * density
+  mults = vector * n_out + n_out  # the products, and the ReLU
+  adds = (vector - 1) * n_out + n_out  # the sums, and the bias
+  return float(mults + adds)
+
+
+def inference_flops(ops: Sequence[LayerOp],
+                    sparsities: Optional[Mapping[str, float]] = None,
+                    padding: str = 'same') -> float:
+  """Forward FLOPs per example, each layer scaled by its density.
+
+  Args:
+    ops: the model's layers (`model_flops.layer_ops`).
+    sparsities: ``{kernel path: sparsity}``; missing layers are dense.
+    padding: ``'same'`` (paper) or ``'model'``.
+
+  Returns:
+    The FLOPs of one forward pass of one example.
+  """
+  if padding not in PADDINGS:
+    raise ValueError(f'unknown padding {padding!r}; valid: {list(PADDINGS)}')
+  sparsities = sparsities or {}
+  return sum(op_flops(op, 1.0 - sparsities.get(op.path, 0.0), padding)
+             for op in ops)
+
+
+def sparsities_from_masks(masks: Any) -> dict[str, float]:
+  """``{path: measured sparsity}`` of every mask leaf (``rigl_jax.get_masks``)."""
+  out = {}
+  flat, _ = jax.tree_util.tree_flatten_with_path(
+      masks, is_leaf=masks_lib.is_none)
+  for path, mk in flat:
+    if mk is not None:
+      mk = np.asarray(mk)
+      out[paths_lib.path_str(path)] = 1.0 - float(mk.sum()) / mk.size
+  return out
+
+
+def sparsities_from_distribution(params: Any, sparsity: float,
+                                 distribution: str = 'erk',
+                                 **kwargs: Any) -> dict[str, float]:
+  """``{path: sparsity}`` from `rigl_jax.sparsity_distribution`.
+
+  Sparsities are the realised ones, ``floor(s * N) / N`` zeros per layer, as
+  the masks will have them.
+  """
+  tree = distributions.sparsity_distribution(params, sparsity, distribution,
+                                             **kwargs)
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  shapes = dict(zip(paths_lib.leaf_paths(params),
+                    [np.shape(x) for x in jax.tree.leaves(params)]))
+  out = {}
+  for path, s in flat:
+    name = paths_lib.path_str(path)
+    shape = shapes[name]
+    out[name] = distributions.num_zeros(shape, s) / math.prod(shape)
+  return out
+
+
+def training_flops(method: Union[str, methods_lib.Method],
+                   ops: Sequence[LayerOp],
+                   sparsities: Mapping[str, float], *, total_steps: int,
+                   update_freq: int = 100, begin_step: int = 0,
+                   end_step: Optional[int] = None,
+                   pruning_initial_sparsity: float = 0.0,
+                   padding: str = 'same') -> float:
+  """Training FLOPs per example summed over ``total_steps`` steps.
+
+  Args:
+    method: a registered method name (`rigl_jax.methods.names`) or a
+      `rigl_jax.Method`; its ``training_cost`` says how a step counts.
+    ops: the model's layers (`model_flops.layer_ops`).
+    sparsities: the final per-layer sparsities (``{path: sparsity}``).
+    total_steps: number of training steps.
+    update_freq: steps between mask updates (RigL's ``dT``; the pruning
+      interval).
+    begin_step: first mask update / pruning step.
+    end_step: last mask update / end of pruning (default ``total_steps``).
+    pruning_initial_sparsity: ``s_i`` of the pruning schedule.
+    padding: see `inference_flops`.
+
+  Returns:
+    Sum over steps of each step's FLOPs for one example.
+  """
+  cost = methods_lib.get_method(method).training_cost
+  end_step = total_steps if end_step is None else end_step
+  f_d = inference_flops(ops, None, padding)
+  f_s = inference_flops(ops, sparsities, padding)
+  if cost == 'dense':
+    return 3 * f_d * total_steps
+  if cost == 'sparse':
+    return 3 * f_s * total_steps
+  if cost == 'dense_gradient':
+    return (2 * f_s + f_d) * total_steps
+  if cost == 'dense_gradient_on_update':
+    updating = max(0, min(end_step, total_steps) - begin_step)
+    per_update_window = (3 * f_s * update_freq + 2 * f_s + f_d) / (
+        update_freq + 1)
+    return per_update_window * updating + 3 * f_s * (total_steps - updating)
+  # Gradual pruning: every layer follows s_t = s_f + (s_i - s_f)(1 - p)^3,
+  # i.e. it is a fraction L(t) = 1 - (1 - p)^3 of the way from s_i to its
+  # s_f. FLOPs are linear in each layer's density, hence in L.
+  f_init = inference_flops(
+      ops, {p: pruning_initial_sparsity for p in sparsities}, padding)
+  total = 3 * f_init * min(begin_step, total_steps)
+  updates = list(range(begin_step, min(end_step, total_steps - 1) + 1,
+                       update_freq))
+  for u, nxt in zip(updates, updates[1:] + [total_steps]):
+    level = 1.0 if end_step <= begin_step else float(
+        schedules.pruning_sparsity(
+            u, initial_sparsity=0.0, final_sparsity=1.0,
+            begin_step=begin_step, end_step=end_step))
+    total += 3 * (f_init + (f_s - f_init) * level) * (nxt - u)
+  return total

@@ -1,0 +1,116 @@
+"""The model zoo: Flax linen models looked up by name.
+
+Every model is called as `model.apply(variables, x, train=...)`. Image models
+map float (B, H, W, C) inputs to (B, num_classes) float32 logits; models with
+BatchNorm keep running statistics in the `batch_stats` collection (pass
+`mutable=['batch_stats']` when `train=True`). `char_lstm` maps int (B, T)
+tokens to (B, T, num_classes) logits, `num_classes` being the vocabulary size.
+
+Every module is named explicitly, so parameter paths read like
+`stage1_block0/conv1/kernel`. The first layer is `conv_init` (`dense0` for the
+MLPs, `embed` for `char_lstm`) and the classifier is `head`, so path-based
+rules can treat them specially. Convolution kernels are (H, W, Cin, Cout),
+depthwise ones (3, 3, 1, C); dense and LSTM kernels are (in, out).
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> model = get_model('lenet5', num_classes=10)
+  >>> variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  >>> model.apply(variables, jnp.zeros((2, 28, 28, 1))).shape
+  (2, 10)
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from rigl_jax.experiment.models.cifar_resnet import CifarResNet
+from rigl_jax.experiment.models.cifar_resnet import ResNet20
+from rigl_jax.experiment.models.lenet import LeNet300100
+from rigl_jax.experiment.models.lenet import LeNet5
+from rigl_jax.experiment.models.lstm import CharLSTM
+from rigl_jax.experiment.models.lstm import LSTMCell
+from rigl_jax.experiment.models.mlp import MLP
+from rigl_jax.experiment.models.mobilenet import MobileNetV1
+from rigl_jax.experiment.models.mobilenet import MobileNetV2
+from rigl_jax.experiment.models.resnet import ResNet
+from rigl_jax.experiment.models.resnet import ResNet101
+from rigl_jax.experiment.models.resnet import ResNet18
+from rigl_jax.experiment.models.resnet import ResNet34
+from rigl_jax.experiment.models.resnet import ResNet50
+from rigl_jax.experiment.models.small_cnn import SmallCNN
+from rigl_jax.experiment.models.wide_resnet import WideResNet
+from rigl_jax.experiment.models.wide_resnet import WRN_16_4
+from rigl_jax.experiment.models.wide_resnet import WRN_22_2
+from rigl_jax.experiment.models.wide_resnet import WRN_22_8
+from rigl_jax.experiment.models.wide_resnet import WRN_28_10
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    'resnet18': ResNet18,
+    'resnet34': ResNet34,
+    'resnet50': ResNet50,
+    'resnet101': ResNet101,
+    'resnet20': ResNet20,
+    'wrn_22_8': WRN_22_8,
+    'wrn_22_2': WRN_22_2,
+    'wrn_16_4': WRN_16_4,
+    'wrn_28_10': WRN_28_10,
+    'mobilenet_v1': MobileNetV1,
+    'mobilenet_v2': MobileNetV2,
+    'lenet_300_100': LeNet300100,
+    'lenet5': LeNet5,
+    'mlp': MLP,
+    'small_cnn': SmallCNN,
+    'char_lstm': CharLSTM,
+}
+
+
+def get_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
+              **kwargs: Any) -> nn.Module:
+  """Builds the model registered under `name`.
+
+  Args:
+    name: a key of `MODELS`.
+    num_classes: number of output logits (the vocabulary size for
+      `char_lstm`).
+    dtype: computation dtype; parameters stay float32.
+    **kwargs: other fields of the model (e.g. `width_multiplier`,
+      `hidden_sizes`, `zero_init_residual`); unknown ones raise `TypeError`.
+
+  Returns:
+    An unbound `flax.linen.Module`.
+
+  Raises:
+    ValueError: if `name` is not a key of `MODELS`.
+  """
+  if name not in MODELS:
+    raise ValueError(
+        f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}.')
+  return MODELS[name](num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+__all__ = (
+    'CharLSTM',
+    'CifarResNet',
+    'LSTMCell',
+    'LeNet300100',
+    'LeNet5',
+    'MLP',
+    'MODELS',
+    'MobileNetV1',
+    'MobileNetV2',
+    'ResNet',
+    'ResNet101',
+    'ResNet18',
+    'ResNet20',
+    'ResNet34',
+    'ResNet50',
+    'SmallCNN',
+    'WRN_16_4',
+    'WRN_22_2',
+    'WRN_22_8',
+    'WRN_28_10',
+    'WideResNet',
+    'get_model',
+)

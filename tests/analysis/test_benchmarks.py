@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end (tiny sizes) and print every figure."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from tests import helpers
+
+ROOT = helpers.REPO
+METHODS = ('static', 'set', 'snfs', 'rigl', 'pruning')
+
+
+def _run(*args: str) -> str:
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+def test_sparse_step_prints_a_ratio_per_method():
+  out = _run('benchmarks/sparse_step.py', '--width', '32', '--batch', '8',
+             '--rounds', '2', '--repeats', '2', '--skip_resnet')
+  assert re.search(r'dense step\s+[\d.]+ ms', out), out
+  for method in METHODS:
+    row = re.search(rf'^{method}\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+) ms\s+'
+                    r'([\d.]+)x \[([\d.]+), ([\d.]+)\]', out, re.M)
+    assert row, f'no row for {method}:\n{out}'
+    plain, update, amortised, ratio, low, high = map(float, row.groups())
+    assert plain > 0 and update > 0 and ratio > 0
+    assert low <= ratio <= high
+    # The amortised time is a weighted mean of the plain and update steps'
+    # (per round; medians over rounds can move it a little).
+    lo, hi = sorted((plain, update))
+    assert 0.8 * lo <= amortised <= 1.2 * hi
+    for label in ('as users', 'donated '):
+      users = re.search(rf'^{label}  {method}\s+([\d.]+) ms\s+([\d.]+) ms\s+'
+                        r'([\d.]+) ms\s+([\d.]+)x', out, re.M)
+      assert users, f'no "{label}" row for {method}:\n{out}'
+  assert len(re.findall(r'scratch \(XLA temp\) per call: .*rigl [\d.]+', out)
+             ) == 2, out
+  assert 'peak host memory' in out
+
+
+@pytest.mark.slow
+def test_sparse_step_resnet20_and_mask_update_time():
+  out = _run('benchmarks/sparse_step.py', '--model', 'resnet20', '--batch',
+             '2', '--rounds', '1', '--repeats', '1')
+  assert 'ResNet-20' in out
+  assert re.search(r'masked_init on a ResNet-50-sized tree .*: [\d.]+ s', out)
+  for method in ('rigl', 'set', 'snfs'):
+    assert re.search(rf'{method} mask update on a ResNet-50-sized tree '
+                     r'\(25\.5M weights, ERK 90%\): [\d.]+ s', out), out

@@ -1,0 +1,114 @@
+"""Paper configs load and validate; every model takes one sparse train step."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rigl_jax
+from rigl_jax.experiment import models
+
+PAPER_CONFIGS = ['imagenet_resnet50', 'imagenet_mobilenet_v1',
+                 'imagenet_mobilenet_v2', 'cifar10_wrn22_8',
+                 'shakespeare_lstm', 'cpu_shakespeare_lstm',
+                 'cpu_lenet300_fashion_mnist']
+
+
+@pytest.mark.parametrize('name', PAPER_CONFIGS)
+def test_paper_config_builds_its_sparsity_transform(name):
+  module = importlib.import_module(f'configs.{name}')
+  for arg in (None, 'method=pruning,dist=uniform,sparsity=0.9,mult=2',
+              'method=dense'):
+    config = module.get_config(arg)
+    fields = config.sparsity.to_dict()
+    fields.pop('end_fraction')
+    if fields['end_step'] is None:
+      fields['end_step'] = 1000
+    rigl_jax.from_config(optax.sgd(0.1), fields)  # validates the fields
+  config = module.get_config('method=set,dist=erk,sparsity=0.95,mult=5')
+  assert (config.sparsity.method, config.sparsity.distribution,
+          config.sparsity.sparsity, config.training_multiplier) == (
+              'set', 'erk', 0.95, 5.0)
+
+
+@pytest.mark.parametrize('arg,match', [
+    ('method=lottery', 'unknown method'), ('dist=er2', 'unknown dist'),
+    ('sparsity', 'key=value'), ('epochs=3', 'key=value')])
+def test_paper_config_bad_argument(arg, match):
+  module = importlib.import_module('configs.imagenet_resnet50')
+  with pytest.raises(ValueError, match=match):
+    module.get_config(arg)
+
+
+def test_uniform_keeps_the_first_layer_dense():
+  config = importlib.import_module('configs.imagenet_resnet50').get_config(
+      'dist=uniform')
+  assert config.sparsity.custom_sparsity.to_dict() == {'conv_init/kernel': 0.0}
+  config = importlib.import_module('configs.imagenet_resnet50').get_config(
+      'dist=erk')
+  assert 'custom_sparsity' not in config.sparsity
+
+
+# Minutes of XLA compile on 2 CPU cores; the light ones (mlp, LeNets,
+# small_cnn, char_lstm) keep every kind of layer in the default suite.
+_HEAVY = ('resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101',
+          'wrn_16_4', 'wrn_22_2', 'wrn_22_8', 'wrn_28_10', 'mobilenet_v1',
+          'mobilenet_v2')
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
+    for n in sorted(models.MODELS)])
+def test_every_model_takes_a_sparse_train_step(name):
+  kwargs = {'hidden_size': 16, 'embed_dim': 8} if name == 'char_lstm' else {}
+  model = models.get_model(name, num_classes=10, **kwargs)
+  if name == 'char_lstm':
+    x = jnp.zeros((2, 6), jnp.int32)
+  else:
+    x = jnp.ones((2, 28, 28, 1) if name in ('lenet5', 'lenet_300_100', 'mlp',
+                                             'small_cnn') else (2, 32, 32, 3))
+  y = jnp.zeros((2, 6) if name == 'char_lstm' else (2,), jnp.int32)
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  tx = rigl_jax.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.8,
+                     distribution='uniform', update_freq=1, end_step=10,
+                     drop_fraction_schedule='constant')
+  params, state = rigl_jax.masked_init(tx, variables['params'])
+  nnz = jax.tree.map(lambda m: int(m.sum()), rigl_jax.get_masks(state))
+  rest = {k: v for k, v in variables.items() if k != 'params'}
+
+  def loss(p):
+    out = model.apply({'params': p, **rest}, x, train=True,
+                      mutable=list(rest), rngs={'dropout': jax.random.key(1)})
+    logits = out[0] if isinstance(out, tuple) else out
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  grads = jax.grad(loss)(params)
+  updates, state = jax.jit(tx.update)(grads, state, params)  # a mask update
+  params = optax.apply_updates(params, updates)
+  masks = rigl_jax.get_masks(state)
+  assert jax.tree.map(lambda m: int(m.sum()), masks) == nnz
+  assert float(rigl_jax.get_sparse_state(state).mask_churn) > 0
+  for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(
+      masks, is_leaf=lambda v: v is None)):
+    assert np.all(np.isfinite(p))
+    if m is not None:
+      assert not np.any(np.asarray(p)[~np.asarray(m)])
+
+
+def test_default_config_declares_every_sparsify_field_with_its_default():
+  """Each `sparsify` field and method hyperparameter can be set from the
+  command line (`--config.sparsity.X=...`), starting from the core's own
+  defaults."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  sparsity = importlib.import_module('configs.default').get_config().sparsity
+  assert set(sparsity) == set(rigl_jax.CONFIG_FIELDS) | {'end_fraction'}
+  defaults = {k: p.default for k, p in inspect.signature(
+      rigl_jax.sparsify).parameters.items() if p.default is not p.empty}
+  defaults.update(rigl_jax.methods.all_hyperparameters())
+  for field, default in defaults.items():
+    if field in ('init_masks', 'end_step', 'seed'):
+      continue  # not a config field / derived from the run (steps, seed)
+    assert sparsity[field] == default, field

@@ -1,0 +1,170 @@
+"""The experiment system: train_and_evaluate, resume, results, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import rigl_jax
+from rigl_jax.experiment import data as data_lib
+from rigl_jax.experiment import train
+from configs import default as default_config
+from tests import helpers
+from tests.runs import tiny_config
+
+REPO = helpers.REPO
+
+
+def test_default_config_few_steps_writes_results(tmp_path):
+  results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['steps'] == results['steps'] == 20
+  assert 0.3 < saved['test_accuracy'] <= 1.0  # learned something in 20 steps
+  assert saved['global_sparsity'] == pytest.approx(0.9, abs=0.01)
+  assert saved['weight_sparsity'] >= saved['global_sparsity'] - 1e-6
+  assert saved['wall_time_s'] > 0 and saved['config']['sparsity']['method'] == (
+      'rigl')
+  lines = [json.loads(l) for l in
+           (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  train_rows = [r for r in lines if 'train_loss' in r]
+  assert [r['step'] for r in train_rows] == [5, 10, 15, 20]
+  assert all('sparsity/global' in r and 'train_mask_churn' in r
+             and 'train_learning_rate' in r and r['steps_per_sec'] > 0
+             for r in train_rows)
+  assert any(r['train_mask_churn'] > 0 for r in train_rows)
+  assert any('eval_accuracy' in r for r in lines)
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+
+
+def _final_state(workdir, config):
+  return train.restore_train_state(config, workdir)[0]
+
+
+def test_resume_continues_at_the_right_step_with_same_masks(tmp_path,
+                                                             monkeypatch):
+  config = tiny_config(steps=20)
+  full = tmp_path / 'full'
+  train.train_and_evaluate(config, str(full))
+
+  # Crash after 15 steps: the checkpoint of step 10 survives.
+  real_get_data = data_lib.get_data
+
+  def crash_at_15(index, b):
+    if index == 15:
+      raise RuntimeError('simulated preemption')
+    return b
+
+  crashing_get_data = helpers.with_train_batches(real_get_data, crash_at_15)
+
+  part = tmp_path / 'part'
+  monkeypatch.setattr(train.data_lib, 'get_data', crashing_get_data)
+  with pytest.raises(RuntimeError, match='preemption'):
+    train.train_and_evaluate(config, str(part))
+  monkeypatch.setattr(train.data_lib, 'get_data', real_get_data)
+  assert not (part / 'results.json').exists()
+  results = train.train_and_evaluate(config, str(part))
+  assert results['resumed_from_step'] == 10 and results['steps'] == 20
+
+  a, b = _final_state(str(full), config), _final_state(str(part), config)
+  assert int(a.step) == int(b.step) == 20
+  masks_a = rigl_jax.get_masks(a.opt_state)
+  masks_b = rigl_jax.get_masks(b.opt_state)
+  for x, y in zip(jax.tree.leaves(masks_a), jax.tree.leaves(masks_b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_shakespeare_lstm_reports_bits_per_char(tmp_path):
+  config = tiny_config(steps=6)
+  config.data = data_lib.default_data_config('shakespeare')
+  config.data.batch_size = 8
+  config.data.seq_len = 32
+  config.data.eval_batch_size = 64
+  config.data.train_fraction = 0.01
+  config.model.name = 'char_lstm'
+  config.model.kwargs = {'embed_dim': 16, 'hidden_size': 32, 'num_layers': 1}
+  config.sparsity.sparsity = 0.75
+  config.sparsity.distribution = 'uniform'
+  config.sparsity.update_freq = 3
+  config.eval_split = 'validation'
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 < results['test_bits_per_char'] < 8.0
+  assert results['global_sparsity'] == pytest.approx(0.75, abs=0.01)
+
+
+@pytest.mark.parametrize('name, model, image_size', [
+    ('mnist', 'lenet_300_100', None),
+    ('fashion_mnist', 'mlp', None),
+    ('cifar10', 'small_cnn', None),
+    ('cifar100', 'small_cnn', None),
+    ('imagenet2012', 'small_cnn', 32),
+])
+def test_one_step_on_each_tfds_pipeline(tmp_path, name, model, image_size):
+  config = tiny_config(steps=1)
+  config.data = data_lib.default_data_config(name)
+  config.data.source = 'tfds'
+  config.data.batch_size = 8
+  config.data.eval_batch_size = 8
+  if image_size:
+    config.data.image_size = image_size
+  config.model.name = model
+  config.model.kwargs = ({'channels': (4, 8), 'hidden_size': 16}
+                         if model == 'small_cnn' else {})
+  config.sparsity.update_freq = 1
+  config.eval_split = None
+  with tfds.testing.mock_data(num_examples=16):
+    results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['steps'] == 1
+  assert 0.0 <= results['test_accuracy'] <= 1.0
+  assert results['global_sparsity'] == pytest.approx(0.9, abs=0.02)
+
+
+def _main(tmp_path, *overrides, workdir=None):
+  cmd = [sys.executable, os.path.join(REPO, 'main.py'),
+         '--config', os.path.join(REPO, 'configs', 'default.py'),
+         '--workdir', workdir or str(tmp_path / 'wd'),
+         '--config.num_train_steps=2', '--config.data.train_fraction=0.01',
+         *overrides]
+  return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                        timeout=300)
+
+
+@pytest.mark.parametrize('override, needles', [
+    ('--config.model.name=resnet2', ('config.model.name', "'resnet50'")),
+    ('--config.data.name=svhn', ('config.data.name', "'fashion_mnist'")),
+    ('--config.sparsity.method=lottery', ('config.sparsity.method', "'rigl'")),
+    ('--config.sparsity.distribution=gauss',
+     ('config.sparsity.distribution', "'erk'")),
+    ('--config.sparsity.sparsity=1.5', ('config.sparsity.sparsity', '[0, 1)')),
+])
+def test_bad_config_one_clear_line(tmp_path, override, needles):
+  proc = _main(tmp_path, override)
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(err) == 1 and all(n in err[0] for n in needles), err
+  assert 'Traceback' not in proc.stderr
+
+
+def test_unwritable_workdir_and_nothing_destroyed(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('keep me')
+  proc = _main(tmp_path, workdir=str(blocker / 'sub'))
+  assert proc.returncode != 0 and 'cannot create workdir' in proc.stderr
+  assert blocker.read_text() == 'keep me'
+
+
+def test_nm_from_the_experiment_config(tmp_path):
+  config = tiny_config(steps=12, **{'sparsity.structure': '2:4',
+                                    'sparsity.sparsity': 0.5})
+  res = train.train_and_evaluate(config, str(tmp_path))
+  assert res['global_sparsity'] == pytest.approx(0.5)
+  state, _ = train.restore_train_state(config, str(tmp_path))
+  for mk in jax.tree.leaves(rigl_jax.get_masks(state.opt_state)):
+    assert rigl_jax.structure.satisfies(mk, (2, 4))
