@@ -6,7 +6,8 @@ CORE = ['jax>=0.4.30', 'optax>=0.2.3', 'numpy>=1.24']
 EXPERIMENTS = [
     'flax>=0.10', 'ml_collections>=0.1.1', 'clu>=0.0.12', 'tensorboard>=2.16',
     'orbax-checkpoint>=0.6', 'absl-py>=2.0', 'tensorflow-cpu>=2.16',
-    'tensorflow-datasets>=4.9', 'matplotlib>=3.7',
+    'tensorflow-datasets>=4.9', 'matplotlib>=3.7', 'pandas>=2.0',
+    'tabulate>=0.9',
 ]
 TEST = ['pytest>=8', 'hypothesis>=6.100']
 

@@ -38,7 +38,8 @@ def test_two_processes_match_one(tmp_path):
   for i in range(2):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
                JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i),
-               XLA_FLAGS='--xla_force_host_platform_device_count=2')
+               XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                          ' --xla_force_host_platform_device_count=2').strip())
     procs.append(subprocess.Popen(
         [sys.executable, os.path.join(REPO, 'main.py'), '--config',
          os.path.join(REPO, 'configs', 'default.py'), '--workdir', str(wd),
