@@ -139,7 +139,7 @@ def step_times(args) -> None:
   programs = {'dense': program(inner, None, params, inner.init(params)),
               'dense/readme': program(inner, None, params,
                                       inner.init(params), donate=False)}
-  methods = ['static', 'set', 'snfs', 'rigl', 'pruning']
+  methods = args.methods
   common = dict(sparsity=args.sparsity, distribution='erk')
   for method in methods:
     if method == 'static':
@@ -307,11 +307,19 @@ def main() -> None:
                       help='steps per program per round')
   parser.add_argument('--rounds', type=int, default=15)
   parser.add_argument('--skip_resnet', action='store_true')
+  parser.add_argument('--methods', type=lambda v: v.split(','),
+                      default=['static', 'set', 'snfs', 'rigl', 'pruning'],
+                      help='comma-separated methods to time (default: all)')
   parser.add_argument('--tune_allocator', action='store_true',
                       help='keep large allocations on the heap, as main.py '
                       'does (see rigl_jax/cpu_allocator.py); off by default, '
                       'as in a user\'s own program')
   args = parser.parse_args()
+  unknown = sorted(set(args.methods) - {'static', 'set', 'snfs', 'rigl',
+                                        'pruning'})
+  if unknown:
+    parser.error(f'unknown --methods {unknown}; valid: static, set, snfs, '
+                 'rigl, pruning')
   if args.batch is None:
     args.batch = 256 if args.model == 'mlp' else 64
   if args.tune_allocator:

@@ -9,7 +9,7 @@ import pytest
 from tests import helpers
 
 ROOT = helpers.REPO
-METHODS = ('static', 'set', 'snfs', 'rigl', 'pruning')
+ALL_METHODS = ('static', 'set', 'snfs', 'rigl', 'pruning')
 
 
 def _run(*args: str) -> str:
@@ -21,11 +21,17 @@ def _run(*args: str) -> str:
   return out.stdout
 
 
-def test_sparse_step_prints_a_ratio_per_method():
+# Two methods in the default suite (every method prints through the same
+# code; `static` has no mask-update program); all five under -m slow.
+@pytest.mark.parametrize('methods', [
+    ('static', 'rigl'),
+    pytest.param(ALL_METHODS, marks=pytest.mark.slow)])
+def test_sparse_step_prints_a_ratio_per_method(methods):
   out = _run('benchmarks/sparse_step.py', '--width', '32', '--batch', '8',
-             '--rounds', '2', '--repeats', '2', '--skip_resnet')
+             '--rounds', '2', '--repeats', '2', '--skip_resnet',
+             '--methods', ','.join(methods))
   assert re.search(r'dense step\s+[\d.]+ ms', out), out
-  for method in METHODS:
+  for method in methods:
     row = re.search(rf'^{method}\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+) ms\s+'
                     r'([\d.]+)x \[([\d.]+), ([\d.]+)\]', out, re.M)
     assert row, f'no row for {method}:\n{out}'
