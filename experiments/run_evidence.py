@@ -31,7 +31,6 @@ import argparse
 import ast
 import glob
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -44,6 +43,7 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from experiments import sweep  # pylint: disable=g-import-not-at-top
+from rigl_jax.experiment import results as results_lib  # pylint: disable=g-import-not-at-top
 
 
 def load_config(config: str) -> Any:
@@ -90,14 +90,8 @@ def clean_workdir(workdir: str) -> None:
     os.remove(path)
 
 
-def finished(workdir: str) -> bool:
-  """Whether a run is done: it has a ``results.json``, and a ticket
-  search's (rewritten after every round) says ``complete``."""
-  path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
-    return False
-  with open(path, encoding='utf-8') as f:
-    return bool(json.load(f).get('complete', True))
+# What "finished" means is the experiment system's (sweep.py uses it too).
+finished = results_lib.finished
 
 
 def run_planned(config_file: str, planned: list[dict[str, Any]],

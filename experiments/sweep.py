@@ -42,6 +42,10 @@ import time
 from typing import Any, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # configs import `configs.*`, as under main.py
+  sys.path.insert(0, REPO)
+
+from rigl_jax.experiment import results as results_lib  # pylint: disable=g-import-not-at-top
 
 # Results fields summarised per group, in table order (those present).
 METRICS = ('test_accuracy', 'test_bits_per_char', 'test_loss',
@@ -67,7 +71,6 @@ def load_sweep(config: str, name: Optional[str] = None) -> Any:
   if spec is None or not os.path.exists(path):
     raise ValueError(f'config file {path!r} not found')
   module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, REPO)
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(f'{path} defines no get_sweep(); add one returning '
@@ -183,7 +186,7 @@ def run_all(planned: list[dict[str, Any]]) -> list[str]:
   """
   failed = []
   for i, run in enumerate(planned):
-    if os.path.exists(os.path.join(run['workdir'], 'results.json')):
+    if results_lib.finished(run['workdir']):
       print(f'[{i + 1}/{len(planned)}] {run["name"]}: done already')
       continue
     os.makedirs(run['workdir'], exist_ok=True)
@@ -236,12 +239,14 @@ def collect(root: str, group_by: Optional[list[str]] = None,
       group_by += [k for k in run['settings']
                    if k != seed_field and k not in group_by]
   groups: dict[tuple, list[dict]] = {}
+  unfinished = []
   for run in planned:
-    path = os.path.join(run['workdir'], 'results.json')
-    if not os.path.exists(path):
+    res = results_lib.read(run['workdir'])
+    if res is None:
       continue
-    with open(path, encoding='utf-8') as f:
-      res = json.load(f)
+    if not results_lib.finished(run['workdir']):
+      unfinished.append(run['name'])  # a ticket search part-way through
+      continue
     key = tuple(_fmt(_get(res['config'], g)) for g in group_by)
     groups.setdefault(key, []).append(res)
   metrics = [m for m in METRICS
@@ -256,6 +261,9 @@ def collect(root: str, group_by: Optional[list[str]] = None,
     rows.append(row)
   columns = group_by + ['n'] + [f'{m}_{s}' for m in metrics
                                 for s in ('mean', 'std')]
+  if unfinished:
+    print(f'not collected, unfinished: {", ".join(unfinished)}',
+          file=sys.stderr)
   return columns, rows
 
 

@@ -20,6 +20,7 @@ import ml_collections
 import rigl_jax
 from rigl_jax.deploy import export as export_lib
 from rigl_jax.experiment import data as data_lib
+from rigl_jax.experiment import results as results_lib
 from rigl_jax.experiment import train
 
 
@@ -35,14 +36,10 @@ def read_run_config(workdir: str) -> Any:
   Raises:
     ValueError: if the workdir has no results.json with a config.
   """
-  results = os.path.join(workdir, 'results.json')
-  config = None
-  if os.path.exists(results):
-    with open(results, encoding='utf-8') as f:
-      config = json.load(f).get('config')
+  config = (results_lib.read(workdir) or {}).get('config')
   if config is None:
-    raise ValueError(f'no config found in {results}: is {workdir!r} a '
-                     'finished run?')
+    raise ValueError(f'no config found in {results_lib.path(workdir)}: is '
+                     f'{workdir!r} a finished run?')
   return ml_collections.ConfigDict(config)
 
 

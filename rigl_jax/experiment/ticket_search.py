@@ -19,7 +19,6 @@ Each driver writes ``<workdir>/results.json`` after every round (with
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -37,6 +36,7 @@ import rigl_jax
 from rigl_jax import cpu_allocator
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import optimizers
+from rigl_jax.experiment import results as results_lib
 from rigl_jax.experiment import train
 from rigl_jax.experiment import validation
 from rigl_jax.tickets import cs
@@ -264,10 +264,7 @@ def _sparsity(masks: Any) -> dict[str, Any]:
 def _write(workdir: str, results: dict[str, Any]) -> None:
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, 'results.json')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2, default=str)
-  os.replace(path + '.tmp', path)
+  results_lib.write(workdir, results)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: Optional[int] = None

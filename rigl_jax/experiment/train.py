@@ -33,6 +33,7 @@ from rigl_jax.experiment import checkpoints as checkpoints_lib
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import models as models_lib
 from rigl_jax.experiment import optimizers
+from rigl_jax.experiment import results as results_lib
 from rigl_jax.experiment import sharding as sharding_lib
 from rigl_jax.experiment import steps as steps_lib
 from rigl_jax.experiment import validation
@@ -598,9 +599,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   else:
     results['test_accuracy'] = test['accuracy']
   if is_main:
-    tmp = os.path.join(workdir, 'results.json.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump(results, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(workdir, 'results.json'))
+    results_lib.write(workdir, results)
   writer.flush()
   return results

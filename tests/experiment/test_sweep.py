@@ -87,3 +87,26 @@ def test_local_sweep_end_to_end_and_collected_table(tmp_path):
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                         timeout=300)
   assert proc.returncode == 0 and proc.stdout.count('done already') == 4
+
+
+def test_unfinished_ticket_search_is_rerun_and_not_collected(tmp_path, capsys):
+  """A ticket search rewrites results.json after every round with
+  "complete": false; sweeps must resume it and leave it out of the table."""
+  from rigl_jax.experiment import results  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'sw'
+  runs = []
+  for name, complete in (('done', True), ('half', False)):
+    workdir = str(root / name)
+    os.makedirs(workdir)
+    results.write(workdir, {'config': {'sparsity': {'sparsity': 0.9}},
+                            'test_accuracy': 0.5, 'complete': complete})
+    runs.append({'name': name, 'workdir': workdir,
+                 'settings': {'sparsity.sparsity': 0.9}, 'command': ['false']})
+  (root / 'sweep.json').write_text(json.dumps({'runs': runs}))
+  columns, rows = sweep.collect(str(root))
+  assert [r['n'] for r in rows] == [1]
+  assert 'unfinished: half' in capsys.readouterr().err
+  # run_all skips the finished run and starts the unfinished one (its
+  # command fails here, which is reported).
+  assert sweep.run_all(runs) == ['half']
+  assert 'done: done already' in capsys.readouterr().out
