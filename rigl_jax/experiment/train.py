@@ -523,6 +523,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   pending, unchecked = [], []
   last_saved = start_step
   skipped = 0
+  final = None  # the eval results of step total_steps
   t_loop = time.time()
   with _SigtermFlag() as sigterm:
     for step in range(start_step + 1, total_steps + 1):
@@ -561,6 +562,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         res = evaluate(eval_step, state, data, eval_split, info.kind,
                        batch_sharding)
         writer.write_scalars(step, {f'eval_{k}': v for k, v in res.items()})
+        final = res if step == total_steps else None
       if save:
         _check_finite(unchecked, ckpt_dir, last_saved)
         ckpts.save(step, state)
@@ -574,8 +576,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           raise Preempted(step, ckpt_dir)
   ckpts.close()
 
-  test = evaluate(eval_step, state, data, eval_split, info.kind,
-                  batch_sharding)
+  # The loop evaluated the final model at its last step (a run resumed at
+  # its end evaluates here).
+  test = final if final is not None else evaluate(
+      eval_step, state, data, eval_split, info.kind, batch_sharding)
   layers, zeros, total = _layer_sparsity(state.params)
   masks = rigl_jax.get_masks(state.opt_state)
   mask_sp = {k: float(v) for k, v in rigl_jax.mask_sparsity(masks).items()}

@@ -168,3 +168,16 @@ def test_nm_from_the_experiment_config(tmp_path):
   state, _ = train.restore_train_state(config, str(tmp_path))
   for mk in jax.tree.leaves(rigl_jax.get_masks(state.opt_state)):
     assert rigl_jax.structure.satisfies(mk, (2, 4))
+
+
+def test_the_final_model_is_evaluated_once(tmp_path, monkeypatch):
+  calls = []
+  real = train.evaluate
+  monkeypatch.setattr(train, 'evaluate',
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  res = train.train_and_evaluate(tiny_config(steps=10), str(tmp_path))
+  assert len(calls) == 1 and 'test_accuracy' in res
+  # A run resumed at its end evaluates its final checkpoint.
+  again = train.train_and_evaluate(tiny_config(steps=10), str(tmp_path))
+  assert len(calls) == 2
+  assert again['test_accuracy'] == res['test_accuracy']
