@@ -132,8 +132,11 @@ def test_layer_sparsity_follows_the_distribution(tree):
   tmp_path, _, _ = tree
   runs, tickets = make_report.load_experiment(str(tmp_path / 'results' / 'fm'))
   assert len(tickets) == 1 and len(runs) == 14
-  make_report.describe(runs, make_report.FlopsCache())
-  layers, dist = make_report.layer_sparsities(runs)
+  runs = make_report.describe(runs, make_report.FlopsCache())
+  assert len(runs) == 14
+  # Layers (rows) x (distribution, sparsity) (columns).
+  dist = make_report.layer_sparsities(runs)
+  layers = list(dist.index)
   assert layers == ['dense0/kernel', 'dense1/kernel', 'head/kernel']
   assert all(dist[('uniform', 0.9)][layer] == pytest.approx(0.9)
              for layer in layers)
