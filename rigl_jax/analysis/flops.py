@@ -127,7 +127,8 @@ def inference_flops(ops: Sequence[LayerOp],
 
 
 def sparsities_from_masks(masks: Any) -> dict[str, float]:
-  """``{path: measured sparsity}`` of every mask leaf (``rigl_jax.get_masks``)."""
+  """``{path: measured sparsity}`` of every mask leaf (as from
+  ``rigl_jax.get_masks``)."""
   out = {}
   flat, _ = jax.tree_util.tree_flatten_with_path(
       masks, is_leaf=masks_lib.is_none)

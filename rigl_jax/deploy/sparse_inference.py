@@ -1,6 +1,7 @@
 """CPU inference that computes with the sparse weights of an exported model.
 
-`load(path)` reads a file written by `rigl_jax.deploy.export` and returns a callable
+`load(path)` reads a file written by `rigl_jax.deploy.export` and returns a
+callable
 model with the Flax model's interface (``model(x) -> logits``, inputs and
 outputs laid out as ``model.apply`` takes and returns them) whose dense and
 convolution layers multiply by their sparse kernels: the work per layer grows
@@ -249,7 +250,8 @@ class _Model:
 
 
 class MLP(_Model):
-  """`rigl_jax.experiment.models.MLP` (and LeNet-300-100): ``dense{i}`` + ReLU, ``head``.
+  """`rigl_jax.experiment.models.MLP` (and LeNet-300-100): ``dense{i}`` +
+  ReLU, ``head``.
 
   Args:
     params: the Flax params (arrays or `export.EncodedLeaf` leaves).
@@ -272,7 +274,8 @@ class MLP(_Model):
 
 
 class LeNet5(_Model):
-  """`rigl_jax.experiment.models.LeNet5`: two VALID 5x5 convs with pooling, two dense."""
+  """`rigl_jax.experiment.models.LeNet5`: two VALID 5x5 convs with pooling,
+  two dense."""
 
   def __init__(self, params: dict[str, Any], linear: LinearFactory = Linear):
     self.layers = {n: _dense(params, n, linear)
@@ -288,7 +291,8 @@ class LeNet5(_Model):
 
 
 class SmallCNN(_Model):
-  """`rigl_jax.experiment.models.SmallCNN`: 3x3 SAME conv + ReLU + 2x2 pool stages."""
+  """`rigl_jax.experiment.models.SmallCNN`: 3x3 SAME conv + ReLU + 2x2 pool
+  stages."""
 
   def __init__(self, params: dict[str, Any], linear: LinearFactory = Linear):
     convs = ['conv_init'] + sorted(
@@ -311,7 +315,8 @@ class SmallCNN(_Model):
 
 
 class CharLSTM(_Model):
-  """`rigl_jax.experiment.models.CharLSTM`: embedding, stacked fused-gate LSTMs, head.
+  """`rigl_jax.experiment.models.CharLSTM`: embedding, stacked fused-gate
+  LSTMs, head.
 
   The input projections of a layer are computed for the whole sequence at
   once; the recurrent one step by step.

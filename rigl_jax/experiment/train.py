@@ -265,8 +265,9 @@ def _state_init(model, tx, info, rng) -> tuple[Callable, jax.Array]:
 def train_state_shardings(config, model, tx, info, rng, mesh) -> Any:
   """Shardings of the `TrainState` on ``mesh``.
 
-  Params are split by the `rigl_jax.experiment.sharding` rules of ``config.sharding``;
-  every mask and optimizer leaf like its parameter; the rest replicated.
+  Params are split by the `rigl_jax.experiment.sharding` rules of
+  ``config.sharding``; every mask and optimizer leaf like its parameter; the
+  rest replicated.
 
   Returns:
     A `TrainState` of `NamedSharding`s.

@@ -1,6 +1,7 @@
 """Data files bundled with rigl_jax, each read only after its SHA-256 checks.
 
-The bundled files live in `rigl_jax/experiment/data/files/` (see the `README.md` there
+The bundled files live in `rigl_jax/experiment/data/files/` (see the
+`README.md` there
 for their sources and licenses). Every file has its SHA-256 pinned here, so a
 truncated download, a bad checkout or a git-lfs pointer left in place of the
 real file fails loudly with one `ValueError` instead of training on garbage.

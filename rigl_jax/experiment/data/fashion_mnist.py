@@ -50,7 +50,8 @@ def _parse_idx(data: bytes, name: str) -> np.ndarray:
 def _read_idx(stem: str, data_dir: pathlib.Path | str | None) -> np.ndarray:
   """Reads, checks and parses one bundled IDX file (`<stem>.xz`)."""
   name = f'fashion_mnist/{stem}.xz'
-  return _parse_idx(lzma.decompress(bundled.read_verified(name, data_dir)), name)
+  return _parse_idx(
+      lzma.decompress(bundled.read_verified(name, data_dir)), name)
 
 
 @functools.lru_cache(maxsize=2)

@@ -46,8 +46,9 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
   return count
 
 
-def _train_preprocess(name: str, spec: base.DatasetSpec, image_size: int, seed: int,
-                      process_index: int) -> Callable[..., base.Batch]:
+def _train_preprocess(name: str, spec: base.DatasetSpec, image_size: int,
+                      seed: int, process_index: int
+                      ) -> Callable[..., base.Batch]:
   """(number, example) -> augmented, normalized example."""
   mean, std = base.MEAN_STD[name]
   key = tf.constant([seed, process_index], tf.int64)
@@ -86,7 +87,8 @@ def get_data(config: ml_collections.ConfigDict, *, seed: int,
   """A tfds image dataset as train and eval streams for this process.
 
   Args:
-    config: the data config (see `rigl_jax.experiment.data.default_data_config`).
+    config: the data config (see
+      `rigl_jax.experiment.data.default_data_config`).
     seed: data seed: file order, shuffling and augmentation depend only on
       it (and on the process index).
     process_index: this process's index.

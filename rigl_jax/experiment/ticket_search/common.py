@@ -36,7 +36,8 @@ def _lambdas_check(v: Any) -> Optional[str]:
 
 
 # The config sections a ticket search reads (field -> check), declared to
-# `rigl_jax.experiment.validation` so that `train.build` accepts and checks them.
+# `rigl_jax.experiment.validation` so that `train.build` accepts and checks
+# them.
 CONFIG_SECTIONS = {
     'imp': {
         'rounds': validation.integer(0),

@@ -117,7 +117,8 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   mask_config = config.copy_and_resolve_references()
   mask_config.optimizer.learning_rate = float(c['mask_lr'])
-  mask_lr_fn = optimizers.create_learning_rate_fn(mask_config, setup.total_steps)
+  mask_lr_fn = optimizers.create_learning_rate_fn(mask_config,
+                                                 setup.total_steps)
   mask_tx = optax.sgd(mask_lr_fn, momentum=c['mask_momentum'] or None,
                       nesterov=c['mask_nesterov'])
   dense_tx = setup.static_tx(None)
@@ -156,7 +157,8 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state, metrics = search_step(state, next(batches), beta,
                                      jnp.float32(lam))
         if (i + 1) % log_every == 0 or i + 1 == setup.total_steps:
-          common.check_finite(metrics['loss'], f'cs lambda {lam:g} round {r}', i + 1)
+          common.check_finite(metrics['loss'],
+                              f'cs lambda {lam:g} round {r}', i + 1)
           logging.info(
               'cs lambda %g round %d: step %d/%d, beta %.1f, loss %.4f, '
               'penalty %.1f, %.1f steps/s', lam, r, i + 1, setup.total_steps,

@@ -38,7 +38,8 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
   setup = common.prepare(config, workdir)  # validates config.imp too
   c = common.section(config, 'imp')
   rounds, fraction, scope = c['rounds'], float(c['prune_fraction']), c['scope']
-  k = common.check_int('imp.rewind_step', c['rewind_step'], 0, setup.total_steps)
+  k = common.check_int('imp.rewind_step', c['rewind_step'], 0,
+                       setup.total_steps)
   log_every = config.get('log_every_steps') or setup.total_steps
 
   state = train.create_train_state(config, setup.model, setup.static_tx(None),
@@ -63,8 +64,8 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
     # donated with the state).
     masks = rigl_jax.get_masks(state.opt_state)
     test = setup.evaluate(state.params, state.batch_stats)
-    row = {'round': r, **common.sparsity(masks), 'test_accuracy': test['accuracy'],
-           'test_loss': test['loss']}
+    row = {'round': r, **common.sparsity(masks),
+           'test_accuracy': test['accuracy'], 'test_loss': test['loss']}
     results['curve'].append(row)
     results.update(test_accuracy=row['test_accuracy'],
                    global_sparsity=row['sparsity'],
