@@ -655,6 +655,16 @@ def config_fields() -> tuple[str, ...]:
 CONFIG_FIELDS = config_fields()
 
 
+def config_defaults() -> dict[str, Any]:
+  """``{field: default}`` of the `config_fields` that have one (``method``
+  and ``sparsity`` have none): what a config that omits a field runs with."""
+  out = {k: p.default
+         for k, p in inspect.signature(sparsify).parameters.items()
+         if k in _SPARSIFY_FIELDS and p.default is not p.empty}
+  out.update(methods_lib.all_hyperparameters())
+  return out
+
+
 def from_config(inner: optax.GradientTransformation, config: Any,
                 *, init_masks: Any = None) -> SparseTransformation:
   """`sparsify` from an ``ml_collections.ConfigDict`` (or any mapping).

@@ -20,7 +20,6 @@ resumes on another mesh shape.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -32,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rigl_jax import methods
 from rigl_jax import transform
 
 # Config fields that may change between a run and its resumption: they do
@@ -65,12 +63,7 @@ def implicit_defaults() -> dict[str, Any]:
   the core's default, so a checkpoint of it resumes under a config that sets
   that default.
   """
-  sig = inspect.signature(transform.sparsify).parameters
-  out = {f'sparsity.{k}': p.default for k, p in sig.items()
-         if p.default is not p.empty}
-  out.update({f'sparsity.{k}': v
-              for k, v in methods.all_hyperparameters().items()})
-  return out
+  return {f'sparsity.{k}': v for k, v in transform.config_defaults().items()}
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]

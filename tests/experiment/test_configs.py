@@ -102,13 +102,9 @@ def test_default_config_declares_every_sparsify_field_with_its_default():
   """Each `sparsify` field and method hyperparameter can be set from the
   command line (`--config.sparsity.X=...`), starting from the core's own
   defaults."""
-  import inspect  # pylint: disable=g-import-not-at-top
   sparsity = importlib.import_module('configs.default').get_config().sparsity
   assert set(sparsity) == set(rigl_jax.CONFIG_FIELDS) | {'end_fraction'}
-  defaults = {k: p.default for k, p in inspect.signature(
-      rigl_jax.sparsify).parameters.items() if p.default is not p.empty}
-  defaults.update(rigl_jax.methods.all_hyperparameters())
-  for field, default in defaults.items():
-    if field in ('init_masks', 'end_step', 'seed'):
+  for field, default in rigl_jax.transform.config_defaults().items():
+    if field in ('end_step', 'seed'):
       continue  # not a config field / derived from the run (steps, seed)
     assert sparsity[field] == default, field
