@@ -21,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rigl_jax.experiment import preemption
 from rigl_jax.experiment import train
 from rigl_jax.experiment import ticket_search
 
@@ -58,7 +59,7 @@ def main(argv):
   except ValueError as e:  # bad config, data, checkpoint or NaN: one line
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except train.Preempted as e:
+  except preemption.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr)
     sys.exit(143)
   metric = ('test_bits_per_char' if 'test_bits_per_char' in results

@@ -9,7 +9,7 @@ EXPERIMENTS = [
     'tensorflow-datasets>=4.9', 'matplotlib>=3.7', 'pandas>=2.0',
     'tabulate>=0.9',
 ]
-TEST = ['pytest>=8', 'hypothesis>=6.100']
+TEST = ['pytest>=8', 'pytest-xdist>=3', 'hypothesis>=6.100']
 
 setuptools.setup(
     name='rigl_jax',

@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 2
   config.eval_split = 'test'
+  # > 0: one profiler trace of this many steps (from the 5th step of the
+  # run) into the workdir, for TensorBoard's profile plugin.
+  config.profile_steps = 0
   # On CPU, reuse XLA's per-step scratch buffer instead of re-mapping it
   # (rigl_jax/cpu_allocator.py); process-wide, no effect on results.
   config.tune_cpu_allocator = True

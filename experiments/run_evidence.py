@@ -101,6 +101,7 @@ def run_planned(config_file: str, planned: list[dict[str, Any]],
   Returns:
     Names of the runs that failed.
   """
+  from rigl_jax.experiment import preemption  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import ticket_search as search  # pylint: disable=g-import-not-at-top
   failed = []
@@ -121,7 +122,7 @@ def run_planned(config_file: str, planned: list[dict[str, Any]],
         results = search.run(config, run['workdir'])
       else:
         results = train.train_and_evaluate(config, run['workdir'])
-    except train.Preempted:  # SIGTERM: a checkpoint was saved; stop here
+    except preemption.Preempted:  # SIGTERM: a checkpoint was saved; stop here
       print(f'{tag}: stopped by SIGTERM (resumes on the next start)',
             flush=True)
       raise
@@ -170,10 +171,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     jax.config.update('jax_compilation_cache_dir', args.compile_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import preemption  # pylint: disable=g-import-not-at-top
   try:
     failed = run_planned(args.config, planned, args.keep_checkpoints)
-  except train.Preempted:
+  except preemption.Preempted:
     return 143
   if failed:
     print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}',

@@ -1,19 +1,71 @@
-"""Suite-wide settings: XLA compiles for speed of compilation.
+"""Suite-wide settings (XLA compiles fast, once) and the shared trained run.
 
-Most of the suite's time is XLA:CPU compiling small programs; at -O1 it
-compiles them faster (the setting `masked_init` uses for its one-time
-program). Not the older loop emitters (``--xla_cpu_use_fusion_emitters=false``,
-a third faster still): under them the tie-breaking property test selects
-wrong masks. Set before jax starts its
-backend, so they reach every test and every subprocess a test starts that
-inherits the environment. Set ``RIGL_JAX_TEST_XLA_DEFAULTS=1`` to test with
-XLA's defaults instead.
+Most of the suite's time is XLA:CPU compiling small programs. Two settings,
+made before jax starts its backend so that they reach every test and every
+subprocess a test starts (they inherit the environment):
+
+* ``--xla_backend_optimization_level=1``: XLA compiles faster at -O1 (the
+  setting `masked_init` uses for its one-time program). Not the older loop
+  emitters (``--xla_cpu_use_fusion_emitters=false``, a third faster still):
+  under them the tie-breaking property test selects wrong masks.
+* A persistent compilation cache in a fresh temporary folder for this run
+  of the suite: the many tests that train the same tiny run (and the
+  ``main.py`` subprocesses) compile each program once instead of once per
+  test. It starts empty, so it never carries programs between suite runs;
+  pytest-xdist workers share it.
+
+Set ``RIGL_JAX_TEST_XLA_DEFAULTS=1`` to test with XLA's defaults and no
+cache instead.
 """
 
+import atexit
+import dataclasses
+import json
 import os
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
 
 _FAST_COMPILE = '--xla_backend_optimization_level=1'
 
 if not os.environ.get('RIGL_JAX_TEST_XLA_DEFAULTS'):
   os.environ['XLA_FLAGS'] = ' '.join(
       filter(None, [os.environ.get('XLA_FLAGS', ''), _FAST_COMPILE]))
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    _cache = tempfile.mkdtemp(prefix='rigl_jax_test_xla_cache_')
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+    # Cache what takes a noticeable time to compile, not every tiny program.
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A finished `tests.runs.tiny_config()` run (20 steps), trained once."""
+  config: Any
+  workdir: str
+  results: dict
+
+  def copy_to(self, path) -> str:
+    """A private copy of the run's workdir, for tests that write to it."""
+    return shutil.copytree(self.workdir, str(path))
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory) -> TrainedRun:
+  """One tiny trained run, shared by the export, resume and report tests.
+
+  Read-only: a test that resumes or rewrites the run works on
+  ``trained_run.copy_to(tmp_path / ...)``.
+  """
+  # The experiment system's extras; the core-only venv never asks for this.
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  from tests.runs import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  workdir = str(tmp_path_factory.mktemp('trained_run'))
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  return TrainedRun(config=config, workdir=workdir, results=results)

@@ -19,9 +19,9 @@ import ml_collections
 
 import rigl_jax
 from rigl_jax.deploy import export as export_lib
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import results as results_lib
-from rigl_jax.experiment import train
 
 
 def read_run_config(workdir: str) -> Any:
@@ -50,12 +50,12 @@ def restore_run(workdir: str) -> tuple[Any, Any, Any]:
     workdir: the run's workdir (``results.json`` and ``checkpoints/``).
 
   Returns:
-    ``(state, config, info)``: the `train.TrainState`, the run's config and
+    ``(state, config, info)``: the `builders.TrainState`, the run's config and
     its dataset's `DatasetInfo`.
   """
   config = read_run_config(workdir)
   info = data_lib.get_data(config.data, seed=config.seed).info
-  state, step = train.restore_train_state(config, workdir)
+  state, step = builders.restore_train_state(config, workdir)
   if step == 0:
     raise ValueError(f'no checkpoint in {workdir}/checkpoints')
   return state, config, info

@@ -39,7 +39,7 @@ RESUMABLE_FIELDS = (
     'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
     'keep_checkpoints', 'tune_cpu_allocator', 'mesh', 'sharding',
     'data.tfds_data_dir', 'data.eval_batch_size', 'eval_split',
-    'on_nonfinite',
+    'on_nonfinite', 'profile_steps',
 )
 
 

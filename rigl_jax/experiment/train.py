@@ -1,25 +1,23 @@
 """Training and evaluation: Algorithm 1 of the RigL paper around any model.
 
-``train_and_evaluate(config, workdir)`` builds the data, the model and the
-sparse optimizer from ``config`` and trains with one jitted step; it writes
-metrics (TensorBoard events plus ``metrics.jsonl``), orbax checkpoints of the
-whole train state, and ``results.json`` at the end. A run restarted with the
-same workdir resumes from its latest checkpoint.
+The shape of flax's ``examples/imagenet/train.py``: a train step, an eval
+step and a short loop. ``train_and_evaluate(config, workdir)`` builds the run
+(`builders`), trains with one jitted step, reports progress with
+``clu.periodic_actions``, logs metrics (`writers`), saves orbax checkpoints of
+the whole train state (`checkpoints`), stops cleanly on SIGTERM
+(`preemption`) and writes ``results.json`` at the end (`results`). A run
+restarted with the same workdir resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable
 
 from absl import logging
-from clu import metric_writers
-import flax
+from clu import periodic_actions
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,83 +27,18 @@ import optax
 
 import rigl_jax
 from rigl_jax import cpu_allocator
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import checkpoints as checkpoints_lib
 from rigl_jax.experiment import data as data_lib
-from rigl_jax.experiment import models as models_lib
-from rigl_jax.experiment import optimizers
+from rigl_jax.experiment import preemption
 from rigl_jax.experiment import results as results_lib
 from rigl_jax.experiment import sharding as sharding_lib
-from rigl_jax.experiment import steps as steps_lib
-from rigl_jax.experiment import validation
+from rigl_jax.experiment import writers
+from rigl_jax.experiment.builders import TrainState
 
 
 class NonFiniteError(ValueError):
   """The loss or the gradients became NaN or Inf (``on_nonfinite='stop'``)."""
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint of ``step`` was written before stopping."""
-
-  def __init__(self, step: int, directory: str):
-    super().__init__(f'stopped by SIGTERM after saving a checkpoint of step '
-                     f'{step} in {directory}; rerun the same command to resume')
-    self.step = step
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue: one pytree, checkpointed whole."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jax.Array
-
-
-class JsonlWriter(metric_writers.interface.MetricWriter):
-  """Appends scalars as JSON lines: ``{"step": ..., "name": value, ...}``."""
-
-  def __init__(self, path: str):
-    self._path = path
-
-  def write_scalars(self, step: int, scalars) -> None:
-    row = {'step': int(step)}
-    row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-    with open(self._path, 'a', encoding='utf-8') as f:
-      f.write(json.dumps(row) + '\n')
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
-
-
-def num_train_steps(config: ml_collections.ConfigDict,
-                    info: data_lib.DatasetInfo) -> int:
-  """Total steps of the run (`steps.num_train_steps`)."""
-  return steps_lib.num_train_steps(config, info.num_train)
 
 
 def loss_and_metrics(logits, batch, kind: str, num_classes: int,
@@ -246,124 +179,6 @@ def evaluate(eval_step, state: TrainState, data: data_lib.Data, split: str,
   return res
 
 
-def _state_init(model, tx, info, rng) -> tuple[Callable, jax.Array]:
-  """``(init, key)``: ``init(key)`` builds the masked initial `TrainState`."""
-  init_rng, state_rng = jax.random.split(rng)
-  dtype = jnp.float32 if info.kind == 'image' else jnp.int32
-  dummy = jnp.zeros((1,) + tuple(info.input_shape), dtype)
-
-  def init(r):
-    variables = model.init({'params': r, 'dropout': r}, dummy, train=False)
-    params, opt_state = rigl_jax.masked_init(tx, variables['params'])
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats'),
-                      opt_state=opt_state, rng=state_rng)
-
-  return init, init_rng
-
-
-def train_state_shardings(config, model, tx, info, rng, mesh) -> Any:
-  """Shardings of the `TrainState` on ``mesh``.
-
-  Params are split by the `rigl_jax.experiment.sharding` rules of
-  ``config.sharding``; every mask and optimizer leaf like its parameter; the
-  rest replicated.
-
-  Returns:
-    A `TrainState` of `NamedSharding`s.
-  """
-  init, init_rng = _state_init(model, tx, info, rng)
-  abstract = jax.eval_shape(init, init_rng)
-  sharding_cfg = config.get('sharding') or {}
-  specs = sharding_lib.params_specs(
-      abstract.params, mesh, rules=tuple(sharding_cfg.get('rules', ())),
-      fsdp=bool(sharding_cfg.get('fsdp', False)))
-  return sharding_lib.state_shardings(abstract, abstract.params, specs, mesh)
-
-
-def create_train_state(config, model, tx, info, rng,
-                       shardings: Any = None) -> TrainState:
-  """Initialises params, masks them once, and builds the optimizer state.
-
-  Args:
-    config: the experiment config.
-    model: the Flax module.
-    tx: the `sparsify` optimizer.
-    info: the dataset's `DatasetInfo` (input shape and kind).
-    rng: PRNG key of the run.
-    shardings: `train_state_shardings(...)`, to create every leaf directly
-      where it lives; None: the default device.
-
-  Returns:
-    The initial `TrainState` (params already masked).
-  """
-  del config  # the same signature as the other builders
-  init, init_rng = _state_init(model, tx, info, rng)
-  return jax.jit(init, out_shardings=shardings)(init_rng)
-
-
-def _check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}'
-                     ) from None
-  if not os.access(workdir, os.R_OK | os.W_OK | os.X_OK):
-    raise ValueError(f'workdir {workdir!r} is not readable and writable')
-
-
-def build(config: ml_collections.ConfigDict):
-  """Validates the config by building data, model and optimizer from it.
-
-  Returns:
-    ``(data, model, tx, lr_fn, total_steps)``.
-
-  Raises:
-    ValueError: naming the bad field and the valid choices.
-  """
-  validation.validate(config)
-  data = data_lib.get_data(config.data, seed=config.seed)
-  info = data.info
-  try:
-    model = models_lib.get_model(config.model.name,
-                                 num_classes=info.num_classes,
-                                 **config.model.get('kwargs', {}))
-  except TypeError as e:
-    raise ValueError(f'bad config.model.kwargs for {config.model.name!r}: '
-                     f'{e}') from None
-  total_steps = num_train_steps(config, info)
-  lr_fn = optimizers.create_learning_rate_fn(config, total_steps)
-  tx = optimizers.create_optimizer(config, total_steps, lr_fn)
-  return data, model, tx, lr_fn, total_steps
-
-
-def restore_train_state(config: ml_collections.ConfigDict, workdir: str
-                        ) -> tuple[TrainState, int]:
-  """The newest good checkpoint of a run, on the default device.
-
-  Args:
-    config: the config the run was written with.
-    workdir: the run's workdir.
-
-  Returns:
-    ``(state, step)``; ``step`` is 0 (and ``state`` freshly initialised) if
-    the run has no checkpoint.
-
-  Raises:
-    ValueError: incompatible config, or every checkpoint damaged.
-  """
-  data, model, tx, _, _ = build(config)
-  state = create_train_state(config, model, tx, data.info,
-                             jax.random.PRNGKey(config.seed))
-  ckpts = checkpoints_lib.Checkpoints(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), config.to_dict(),
-      keep=config.get('keep_checkpoints', 2))
-  try:
-    return ckpts.restore(state)
-  finally:
-    ckpts.close()
-
-
 def _layer_sparsity(params) -> tuple[dict[str, float], int, int]:
   """Measured per-leaf sparsity of the sparse-eligible leaves."""
   out, zeros, total = {}, 0, 0
@@ -375,61 +190,6 @@ def _layer_sparsity(params) -> tuple[dict[str, float], int, int]:
     out[rigl_jax.path_str(path)] = z / p.size
     zeros, total = zeros + z, total + p.size
   return out, zeros, total
-
-
-# Test hook: RIGL_JAX_FAULT="<point>@<step>" SIGKILLs this process at that
-# point of that step ('after_step', 'during_save', 'after_save'), so tests can
-# kill a run at exact moments (mid checkpoint write, right after a mask
-# update) and check that it resumes bit for bit.
-_FAULT = os.environ.get('RIGL_JAX_FAULT', '')
-
-
-def _fault_point(point: str, step: int) -> None:
-  if _FAULT and _FAULT == f'{point}@{step}':
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _SigtermFlag:
-  """Records SIGTERM while installed (main thread only), so the loop can save
-  a checkpoint and stop cleanly."""
-
-  def __init__(self):
-    self.raised = False
-    self._previous = None
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.raised = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-    return False
-
-
-def _truncate_jsonl(path: str, last_step: int) -> None:
-  """Drops rows logged after ``last_step`` (by a run killed after its last
-  checkpoint), so a resumed run's log equals an uninterrupted one's."""
-  if not os.path.exists(path):
-    return
-  with open(path, encoding='utf-8') as f:
-    lines = f.readlines()
-  keep = []
-  for line in lines:
-    try:
-      if json.loads(line)['step'] <= last_step:
-        keep.append(line)
-    except (ValueError, KeyError):
-      pass  # a line cut short by the kill
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
 
 
 def _check_finite(unchecked: list[tuple[int, Any]], ckpt_dir: str,
@@ -456,6 +216,52 @@ def _data_axis_check(config: ml_collections.ConfigDict, mesh) -> None:
                        f'{dict(config.mesh)}); pick a multiple of {n}')
 
 
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}'
+                     ) from None
+  if not os.access(workdir, os.R_OK | os.W_OK | os.X_OK):
+    raise ValueError(f'workdir {workdir!r} is not readable and writable')
+
+
+def _train_summary(pending: list[dict[str, Any]], state: TrainState
+                   ) -> dict[str, float]:
+  """The logged row: train metrics averaged since the last row, the latest
+  drop fraction and mask churn, and each layer's mask sparsity."""
+  summary = {f'train_{k}': float(np.mean([float(m[k]) for m in pending]))
+             for k in pending[0] if k != 'finite'}
+  summary['train_drop_fraction'] = float(pending[-1]['drop_fraction'])
+  summary['train_mask_churn'] = float(pending[-1]['mask_churn'])
+  masks = rigl_jax.get_masks(state.opt_state)
+  for name, value in rigl_jax.mask_sparsity(masks).items():
+    summary[f'sparsity/{name}'] = float(value)
+  return summary
+
+
+def _final_results(state: TrainState, test: dict[str, float], kind: str,
+                   eval_split: str) -> dict[str, Any]:
+  """The model's part of ``results.json``: test metrics and sparsity."""
+  layers, zeros, total = _layer_sparsity(state.params)
+  masks = rigl_jax.get_masks(state.opt_state)
+  mask_sp = {k: float(v) for k, v in rigl_jax.mask_sparsity(masks).items()}
+  results = {
+      'eval_split': eval_split,
+      'test_loss': test['loss'],
+      'steps': int(state.step),
+      'global_sparsity': mask_sp.pop('global') if len(mask_sp) > 1 else 0.0,
+      'weight_sparsity': zeros / max(total, 1),
+      'layer_sparsity': mask_sp or layers,
+      'num_params': int(sum(p.size for p in jax.tree.leaves(state.params))),
+  }
+  if kind == 'text':
+    results['test_bits_per_char'] = test['bits_per_char']
+  else:
+    results['test_accuracy'] = test['accuracy']
+  return results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains ``config``'s experiment in ``workdir`` and returns its results.
@@ -472,21 +278,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     ValueError: a bad config, data or an incompatible checkpoint (one
       message naming the problem).
     NonFiniteError: NaN/Inf loss or gradients with ``on_nonfinite='stop'``.
-    Preempted: SIGTERM arrived; a checkpoint was saved first.
+    preemption.Preempted: SIGTERM arrived; a checkpoint was saved first.
   """
   t_start = time.time()
   _check_workdir(workdir)
   if (config.get('tune_cpu_allocator', True)
       and jax.default_backend() == 'cpu'):
     cpu_allocator.keep_large_allocations_on_heap()
-  data, model, tx, lr_fn, total_steps = build(config)
+  data, model, tx, lr_fn, total_steps = builders.build(config)
   info = data.info
   mesh = sharding_lib.make_mesh(config.get('mesh') or {'data': -1})
   _data_axis_check(config, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   rng = jax.random.PRNGKey(config.seed)
-  state_sharding = train_state_shardings(config, model, tx, info, rng, mesh)
-  state = create_train_state(config, model, tx, info, rng, state_sharding)
+  state_sharding = builders.train_state_shardings(config, model, tx, info,
+                                                  rng, mesh)
+  state = builders.create_train_state(config, model, tx, info, rng,
+                                      state_sharding)
 
   ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
   ckpts = checkpoints_lib.Checkpoints(
@@ -494,18 +302,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state, start_step = ckpts.restore(state)
   if start_step:
     logging.info('Resumed from step %d.', start_step)
-
   is_main = jax.process_index() == 0
-  jsonl = os.path.join(workdir, 'metrics.jsonl')
-  if is_main:
-    _truncate_jsonl(jsonl, start_step)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_main)
-  if is_main:
-    writer = metric_writers.MultiWriter([writer, JsonlWriter(jsonl)])
-  if start_step == 0:
-    writer.write_hparams({k: str(v) for k, v in
-                          config.to_dict().items()})
+  writer = writers.create_writer(workdir, start_step, config.to_dict(),
+                                 is_main)
+
   on_nonfinite = config.get('on_nonfinite', 'stop')
   train_step = make_train_step(
       model, tx, lr_fn, info.kind, info.num_classes,
@@ -520,17 +320,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_every = config.eval_every_steps or total_steps
   ckpt_every = config.checkpoint_every_steps or total_steps
 
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=total_steps, every_steps=log_every, every_secs=None)
+  hooks = [report_progress]
+  if is_main and config.get('profile_steps', 0):
+    hooks.append(periodic_actions.Profile(
+        logdir=workdir, num_profile_steps=config.profile_steps,
+        profile_duration_ms=None, first_profile=start_step + 5,
+        every_secs=None))
+
   batches = data.train_batches(start_step)
-  pending, unchecked = [], []
-  last_saved = start_step
-  skipped = 0
+  pending, unchecked = [], []  # metrics since the last row / finite check
+  last_saved, skipped = start_step, 0
   final = None  # the eval results of step total_steps
   t_loop = time.time()
-  with _SigtermFlag() as sigterm:
+  with preemption.SigtermFlag() as sigterm:
     for step in range(start_step + 1, total_steps + 1):
       batch = sharding_lib.global_batch(next(batches), batch_sharding)
       state, metrics = train_step(state, batch, is_mask_update(step - 1))
-      _fault_point('after_step', step)
+      preemption.fault_point('after_step', step)
       if pending:
         # At most two steps in flight: keeps dispatch ahead of the device
         # and avoids XLA:CPU collective deadlocks with many queued steps.
@@ -538,71 +346,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       pending.append(metrics)
       if on_nonfinite == 'stop':
         unchecked.append((step, metrics))
+      for hook in hooks:
+        hook(step)
+
       save = step % ckpt_every == 0 or step == total_steps or sigterm.raised
       # Logs at checkpoint steps too, so a resumed run logs the same rows.
       if step % log_every == 0 or save:
         _check_finite(unchecked, ckpt_dir, last_saved)
-        summary = {f'train_{k}': float(np.mean([float(m[k]) for m in pending]))
-                   for k in pending[0] if k != 'finite'}
-        summary['train_drop_fraction'] = float(pending[-1]['drop_fraction'])
-        summary['train_mask_churn'] = float(pending[-1]['mask_churn'])
+        summary = _train_summary(pending, state)
         if on_nonfinite == 'skip':
           skipped += sum(1 for m in pending if not bool(m['finite']))
           summary['skipped_steps'] = skipped
-        masks = rigl_jax.get_masks(state.opt_state)
-        for name, value in rigl_jax.mask_sparsity(masks).items():
-          summary[f'sparsity/{name}'] = float(value)
-        rate = (step - start_step) / max(time.time() - t_loop, 1e-9)
-        summary['steps_per_sec'] = rate
+        summary['steps_per_sec'] = (step - start_step) / max(
+            time.time() - t_loop, 1e-9)
         writer.write_scalars(step, summary)
-        logging.info('step %d/%d (%.0f%%), %.1f steps/s, ETA %.0f s, loss '
-                     '%.4f', step, total_steps, 100.0 * step / total_steps,
-                     rate, (total_steps - step) / rate, summary['train_loss'])
         pending = []
       if step % eval_every == 0 or step == total_steps:
-        res = evaluate(eval_step, state, data, eval_split, info.kind,
-                       batch_sharding)
+        with report_progress.timed('eval', wait_jax_async_dispatch=False):
+          res = evaluate(eval_step, state, data, eval_split, info.kind,
+                         batch_sharding)
         writer.write_scalars(step, {f'eval_{k}': v for k, v in res.items()})
         final = res if step == total_steps else None
       if save:
         _check_finite(unchecked, ckpt_dir, last_saved)
-        ckpts.save(step, state)
-        _fault_point('during_save', step)
-        ckpts.wait()
+        with report_progress.timed('checkpoint',
+                                   wait_jax_async_dispatch=False):
+          ckpts.save(step, state)
+          preemption.fault_point('during_save', step)
+          ckpts.wait()
         last_saved = step
-        _fault_point('after_save', step)
+        preemption.fault_point('after_save', step)
         if sigterm.raised:
           writer.flush()
           ckpts.close()
-          raise Preempted(step, ckpt_dir)
+          raise preemption.Preempted(step, ckpt_dir)
   ckpts.close()
 
-  # The loop evaluated the final model at its last step (a run resumed at
-  # its end evaluates here).
+  # The loop evaluated the final model at its last step; a run resumed at
+  # its end evaluates here.
   test = final if final is not None else evaluate(
       eval_step, state, data, eval_split, info.kind, batch_sharding)
-  layers, zeros, total = _layer_sparsity(state.params)
-  masks = rigl_jax.get_masks(state.opt_state)
-  mask_sp = {k: float(v) for k, v in rigl_jax.mask_sparsity(masks).items()}
-  results = {
-      'eval_split': eval_split,
-      'test_loss': test['loss'],
-      'steps': int(state.step),
-      'global_sparsity': mask_sp.pop('global') if len(mask_sp) > 1 else 0.0,
-      'weight_sparsity': zeros / max(total, 1),
-      'layer_sparsity': mask_sp or layers,
-      'num_params': int(sum(p.size for p in jax.tree.leaves(state.params))),
+  results = _final_results(state, test, info.kind, eval_split)
+  results.update({
       'wall_time_s': time.time() - t_start,
       'resumed_from_step': start_step,
       'skipped_steps': skipped,
       'num_devices': int(mesh.size),
       'mesh': {k: int(v) for k, v in mesh.shape.items()},
       'config': config.to_dict(),
-  }
-  if info.kind == 'text':
-    results['test_bits_per_char'] = test['bits_per_char']
-  else:
-    results['test_accuracy'] = test['accuracy']
+  })
   if is_main:
     results_lib.write(workdir, results)
   writer.flush()

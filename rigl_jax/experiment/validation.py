@@ -131,6 +131,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'eval_split': string(none_ok=True),
         'tune_cpu_allocator': boolean,
         'on_nonfinite': choice('stop', 'skip'),
+        'profile_steps': integer(0),
     },
     'data': {
         'name': choice(*data_base.DATASETS),

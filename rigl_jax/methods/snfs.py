@@ -9,7 +9,6 @@ densities then change while the total stays fixed.
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from rigl_jax import masks as masks_lib

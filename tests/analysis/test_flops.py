@@ -3,7 +3,6 @@
 import importlib
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import pytest
 

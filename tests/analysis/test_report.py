@@ -149,3 +149,22 @@ def test_missing_results_folder(tmp_path, capsys):
   assert make_report.main(['--results', str(tmp_path / 'nope'),
                            '--out', str(tmp_path)]) == 2
   assert 'error' in capsys.readouterr().err
+
+
+def test_report_reads_what_a_real_run_writes(trained_run, tmp_path):
+  """The report's view of a run equals what the training loop wrote."""
+  exp = tmp_path / 'results' / 'tiny'
+  trained_run.copy_to(exp / 'rigl,seed=0')
+  runs, tickets = make_report.load_experiment(str(exp))
+  assert len(runs) == 1 and not tickets
+  rows = make_report.describe(runs, make_report.FlopsCache())
+  row = rows.iloc[0]
+  res = trained_run.results
+  assert (row['method'], row['distribution']) == ('rigl', 'erk')
+  assert row['value'] == res['test_accuracy']
+  assert row['measured_sparsity'] == pytest.approx(0.9, abs=0.01)
+  assert row['steps'] == 20
+  # Sparse training costs less than dense: the FLOPs rules saw the run.
+  assert 0 < row['training_flops'] < 1 and 0 < row['inference_flops'] < 1
+  assert [m['step'] for m in row['metrics'] if 'train_loss' in m] == [
+      5, 10, 15, 20]

@@ -11,10 +11,9 @@ import pytest
 import rigl_jax
 from rigl_jax.deploy import cli
 from rigl_jax.deploy import export
-from rigl_jax.experiment import models
 from rigl_jax.deploy import sparse_inference
-from rigl_jax.experiment import train
-from configs import default as default_config
+from rigl_jax.experiment import builders
+from rigl_jax.experiment import models
 
 
 def _bits(a):
@@ -209,21 +208,10 @@ def test_sparse_inference_from_in_memory_params():
     sparse_inference.build('resnet50', params)
 
 
-def _tiny_config():
-  config = default_config.get_config()
-  config.data.train_fraction = 0.02
-  config.data.eval_batch_size = 1000
-  config.model.kwargs.hidden_sizes = (64, 32)
-  config.num_train_steps = 3
-  config.sparsity.update_freq = 2
-  config.log_every_steps = 3
-  config.checkpoint_every_steps = 3
-  return config
-
-
-def test_cli_exports_a_finished_run(tmp_path, capsys, monkeypatch):
-  workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(_tiny_config(), workdir)
+def test_cli_exports_a_finished_run(tmp_path, capsys, monkeypatch,
+                                    trained_run):
+  workdir = trained_run.workdir
+  steps = trained_run.results['steps']
   restored = []  # what the CLI restored from the checkpoint
   real_restore = cli.restore_run
   monkeypatch.setattr(cli, 'restore_run',
@@ -235,16 +223,16 @@ def test_cli_exports_a_finished_run(tmp_path, capsys, monkeypatch):
   assert 'dense bytes' in printed and 'exported file bytes' in printed
 
   state, config, _ = restored[0]
-  assert int(state.step) == 3
+  assert int(state.step) == steps
   variables = export.load(out)
   _assert_identical(variables['params'], jax.device_get(state.params))
   exported = export.read(out)
   assert exported.metadata['model']['name'] == 'mlp'
-  assert exported.metadata['step'] == 3
+  assert exported.metadata['step'] == steps
   dense_bytes = 4 * sum(p.size for p in jax.tree.leaves(state.params))
   assert os.path.getsize(out) < 0.35 * dense_bytes  # 90% sparse, ERK
 
-  _, model, _, _, _ = train.build(config)
+  _, model, _, _, _ = builders.build(config)
   x = _IMAGES[:4]
   np.testing.assert_allclose(
       sparse_inference.load(out)(x),

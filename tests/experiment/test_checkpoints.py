@@ -1,13 +1,11 @@
 """rigl_jax.experiment.checkpoints: packed masks, checksums, config comparison."""
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import pytest
 
 import rigl_jax
 from rigl_jax.experiment import checkpoints

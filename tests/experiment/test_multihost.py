@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rigl_jax
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import train
 from tests.runs import tiny_config
 from tests import helpers
@@ -63,8 +64,8 @@ def test_two_processes_match_one(tmp_path):
   assert steps.count(5) == 1 and steps.count(20) >= 1
   # The sharded multi-process checkpoint restores in this single process,
   # with the single-process run's masks.
-  a, _ = train.restore_train_state(config, str(wd))
-  b, _ = train.restore_train_state(config, str(tmp_path / 'single'))
+  a, _ = builders.restore_train_state(config, str(wd))
+  b, _ = builders.restore_train_state(config, str(tmp_path / 'single'))
   for x, y in zip(jax.tree.leaves(rigl_jax.get_masks(a.opt_state)),
                   jax.tree.leaves(rigl_jax.get_masks(b.opt_state))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rigl_jax
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import train
 from tests import helpers
@@ -59,7 +60,7 @@ def _metrics(workdir):
 
 def _final(workdir, config=None):
   config = config or tiny_config(steps=40)
-  state, step = train.restore_train_state(config, str(workdir))
+  state, step = builders.restore_train_state(config, str(workdir))
   return jax.device_get(state), step
 
 
@@ -139,7 +140,7 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
   saved = max(steps)
   assert saved >= 15  # at least the three logged windows
   config = tiny_config(steps=100000)
-  state, step = train.restore_train_state(config, str(wd))
+  state, step = builders.restore_train_state(config, str(wd))
   assert step == saved and int(state.step) == saved
 
 
@@ -239,7 +240,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoint(
   assert 'last good checkpoint is step 10' in str(e.value)
   assert sorted(n for n in os.listdir(wd / 'checkpoints')
                 if n.isdigit()) == ['10']
-  state, _ = train.restore_train_state(tiny_config(steps=20), str(wd))
+  state, _ = builders.restore_train_state(tiny_config(steps=20), str(wd))
   assert all(np.isfinite(np.asarray(x)).all()
              for x in jax.tree.leaves(state.params))
 

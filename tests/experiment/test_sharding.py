@@ -101,6 +101,7 @@ def _worker(outdir: str) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from rigl_jax.experiment import data as data_lib  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
   from tests.runs import tiny_config  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
@@ -116,7 +117,7 @@ def _worker(outdir: str) -> None:
     return c
 
   def dump(name, workdir, cfg):
-    state, _ = train.restore_train_state(cfg, workdir)
+    state, _ = builders.restore_train_state(cfg, workdir)
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(
         {'params': state.params,
          'masks': train.rigl_jax.get_masks(state.opt_state)}))[0]
@@ -132,9 +133,9 @@ def _worker(outdir: str) -> None:
 
   # Shardings on 4x2: kernels split along 'model', masks and momentum alike.
   c = config((4, 2))
-  data, model, tx, _, _ = train.build(c)
+  data, model, tx, _, _ = builders.build(c)
   mesh = train.sharding_lib.make_mesh(c.mesh)
-  sh = train.train_state_shardings(c, model, tx, data.info,
+  sh = builders.train_state_shardings(c, model, tx, data.info,
                                    jax.random.PRNGKey(0), mesh)
   k = sh.params['dense0']['kernel'].spec
   momentum = [s.spec for p, s in jax.tree_util.tree_flatten_with_path(

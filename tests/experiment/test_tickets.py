@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import rigl_jax
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import models
 from rigl_jax import tickets
-from rigl_jax.experiment import train
 from rigl_jax.experiment import ticket_search as search
 from configs import cs_fashion_mnist
 from configs import imp_fashion_mnist
@@ -178,7 +178,7 @@ def test_rewinding_restores_the_saved_iterate_bit_for_bit(tmp_path):
   config = _tiny(imp_fashion_mnist.get_config(), steps=8)
   setup = search.prepare(config, str(tmp_path))
   tx = setup.static_tx(None)
-  state = train.create_train_state(config, setup.model, tx, setup.info,
+  state = builders.create_train_state(config, setup.model, tx, setup.info,
                                    jax.random.PRNGKey(0))
   k = 3
   state = search.train_to(setup, state, k, 100, 't')

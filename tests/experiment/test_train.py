@@ -11,26 +11,26 @@ import pytest
 import tensorflow_datasets as tfds
 
 import rigl_jax
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import train
-from configs import default as default_config
 from tests import helpers
 from tests.runs import tiny_config
 
 REPO = helpers.REPO
 
 
-def test_default_config_few_steps_writes_results(tmp_path):
-  results = train.train_and_evaluate(tiny_config(), str(tmp_path))
-  saved = json.loads((tmp_path / 'results.json').read_text())
+def test_default_config_few_steps_writes_results(trained_run):
+  results, workdir = trained_run.results, trained_run.workdir
+  saved = json.loads(open(os.path.join(workdir, 'results.json')).read())
   assert saved['steps'] == results['steps'] == 20
   assert 0.3 < saved['test_accuracy'] <= 1.0  # learned something in 20 steps
   assert saved['global_sparsity'] == pytest.approx(0.9, abs=0.01)
   assert saved['weight_sparsity'] >= saved['global_sparsity'] - 1e-6
   assert saved['wall_time_s'] > 0 and saved['config']['sparsity']['method'] == (
       'rigl')
-  lines = [json.loads(l) for l in
-           (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    lines = [json.loads(l) for l in f]
   train_rows = [r for r in lines if 'train_loss' in r]
   assert [r['step'] for r in train_rows] == [5, 10, 15, 20]
   assert all('sparsity/global' in r and 'train_mask_churn' in r
@@ -38,18 +38,17 @@ def test_default_config_few_steps_writes_results(tmp_path):
              for r in train_rows)
   assert any(r['train_mask_churn'] > 0 for r in train_rows)
   assert any('eval_accuracy' in r for r in lines)
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
 
 def _final_state(workdir, config):
-  return train.restore_train_state(config, workdir)[0]
+  return builders.restore_train_state(config, workdir)[0]
 
 
-def test_resume_continues_at_the_right_step_with_same_masks(tmp_path,
-                                                             monkeypatch):
-  config = tiny_config(steps=20)
-  full = tmp_path / 'full'
-  train.train_and_evaluate(config, str(full))
+def test_resume_continues_at_the_right_step_with_same_masks(
+    tmp_path, monkeypatch, trained_run):
+  config = trained_run.config  # tiny_config(steps=20)
+  full = trained_run.workdir
 
   # Crash after 15 steps: the checkpoint of step 10 survives.
   real_get_data = data_lib.get_data
@@ -165,7 +164,7 @@ def test_nm_from_the_experiment_config(tmp_path):
                                     'sparsity.sparsity': 0.5})
   res = train.train_and_evaluate(config, str(tmp_path))
   assert res['global_sparsity'] == pytest.approx(0.5)
-  state, _ = train.restore_train_state(config, str(tmp_path))
+  state, _ = builders.restore_train_state(config, str(tmp_path))
   for mk in jax.tree.leaves(rigl_jax.get_masks(state.opt_state)):
     assert rigl_jax.structure.satisfies(mk, (2, 4))
 
@@ -181,3 +180,13 @@ def test_the_final_model_is_evaluated_once(tmp_path, monkeypatch):
   again = train.train_and_evaluate(tiny_config(steps=10), str(tmp_path))
   assert len(calls) == 2
   assert again['test_accuracy'] == res['test_accuracy']
+
+
+def test_profile_steps_writes_one_trace(tmp_path):
+  """``config.profile_steps`` records a profiler trace (clu's Profile)."""
+  res = train.train_and_evaluate(tiny_config(steps=10, profile_steps=2),
+                                 str(tmp_path))
+  assert res['steps'] == 10
+  traces = [f for _, _, files in os.walk(tmp_path / 'plugins' / 'profile')
+            for f in files if f.endswith('.xplane.pb')]
+  assert len(traces) == 1

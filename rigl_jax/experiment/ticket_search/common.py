@@ -18,6 +18,7 @@ import optax
 
 import rigl_jax
 from rigl_jax import cpu_allocator
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import optimizers
 from rigl_jax.experiment import results as results_lib
@@ -36,7 +37,7 @@ def _lambdas_check(v: Any) -> Optional[str]:
 
 
 # The config sections a ticket search reads (field -> check), declared to
-# `rigl_jax.experiment.validation` so that `train.build` accepts and checks
+# `rigl_jax.experiment.validation` so that `builders.build` accepts and checks
 # them.
 CONFIG_SECTIONS = {
     'imp': {
@@ -124,7 +125,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   if (config.get('tune_cpu_allocator', True)
       and jax.default_backend() == 'cpu'):
     cpu_allocator.keep_large_allocations_on_heap()
-  data, model, _, lr_fn, total_steps = train.build(config)
+  data, model, _, lr_fn, total_steps = builders.build(config)
   info = data.info
   inner = optimizers.create_inner_optimizer(config, lr_fn)
   fields = optimizers.sparsity_fields(config, total_steps)
@@ -146,7 +147,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   split = config.get('eval_split') or next(iter(info.num_eval))
 
   def evaluate(params, batch_stats):
-    slim = train.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+    slim = builders.TrainState(step=jnp.zeros([], jnp.int32), params=params,
                             batch_stats=batch_stats, opt_state=None,
                             rng=jax.random.PRNGKey(0))
     return train.evaluate(eval_step, slim, data, split, info.kind)
@@ -160,11 +161,11 @@ def snapshot(state: Any) -> Any:
   return jax.device_get(state)
 
 
-def rewind(saved: train.TrainState, masks: Any) -> train.TrainState:
+def rewind(saved: builders.TrainState, masks: Any) -> builders.TrainState:
   """The iterate ``saved`` at step k, restarted with ``masks``.
 
   Args:
-    saved: a `snapshot` of a `train.TrainState` whose optimizer is a
+    saved: a `snapshot` of a `builders.TrainState` whose optimizer is a
       `sparsify(inner, 'static', ...)` over the same ``inner``.
     masks: the new masks (bool per sparse leaf, None per dense leaf). A
       ticket search may prune a whole layer; its mask is then all False and
@@ -188,8 +189,8 @@ def rewind(saved: train.TrainState, masks: Any) -> train.TrainState:
   return state.replace(params=params, opt_state=old._replace(masks=masks))
 
 
-def train_to(setup: Setup, state: train.TrainState, stop: int,
-             log_every: int, tag: str) -> train.TrainState:
+def train_to(setup: Setup, state: builders.TrainState, stop: int,
+             log_every: int, tag: str) -> builders.TrainState:
   """Runs ``setup.train_step`` from ``state.step`` up to step ``stop``."""
   start = int(state.step)
   batches = setup.data.train_batches(start)

@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 import rigl_jax
+from rigl_jax.experiment import builders
 from rigl_jax.experiment import optimizers
 from rigl_jax.experiment import train
 from rigl_jax.experiment.ticket_search import common
@@ -24,7 +25,7 @@ from rigl_jax.tickets import cs
 
 @flax.struct.dataclass
 class SearchState:
-  """A CS search iterate: a `train.TrainState`'s fields plus mask logits."""
+  """A CS search iterate: a `builders.TrainState`'s fields plus mask logits."""
   step: jax.Array
   params: Any
   logits: Any
@@ -33,8 +34,8 @@ class SearchState:
   mask_opt_state: Any
   rng: jax.Array
 
-  def train_state(self) -> train.TrainState:
-    return train.TrainState(step=self.step, params=self.params,
+  def train_state(self) -> builders.TrainState:
+    return builders.TrainState(step=self.step, params=self.params,
                             batch_stats=self.batch_stats,
                             opt_state=self.opt_state, rng=self.rng)
 
@@ -132,7 +133,7 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              'curve': [], 'tickets': [], 'complete': False,
              'config': config.to_dict()}
   for lam in lambdas:
-    init = train.create_train_state(config, setup.model, dense_tx, info,
+    init = builders.create_train_state(config, setup.model, dense_tx, info,
                                     jax.random.PRNGKey(config.seed))
     params, batch_stats = init.params, init.batch_stats
     rng = jax.device_get(init.rng)  # a fresh copy per round (donation)

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 
 import rigl_jax
-from rigl_jax.experiment import train
+from rigl_jax.experiment import builders
 from rigl_jax.experiment.ticket_search import common
 from rigl_jax.tickets import imp
 
@@ -42,7 +42,7 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
                        setup.total_steps)
   log_every = config.get('log_every_steps') or setup.total_steps
 
-  state = train.create_train_state(config, setup.model, setup.static_tx(None),
+  state = builders.create_train_state(config, setup.model, setup.static_tx(None),
                                    setup.info, jax.random.PRNGKey(config.seed))
   masks = rigl_jax.get_masks(state.opt_state)
   results = {'ticket_search': 'imp', 'rewind_step': k, 'prune_fraction':
