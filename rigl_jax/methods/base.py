@@ -90,7 +90,9 @@ class Method:
     sparse: False for dense training (no masks at all).
     dynamic: whether masks change on the schedule.
     skips_weight_update: a mask-update step replaces the weight update
-      (Algorithm 1): parameters and their optimizer state stay as they were.
+      (RigL's Algorithm 1): parameters and their optimizer state stay as they
+      were. Otherwise the step's weight update is applied first and the
+      masks change after it (SET, SNFS), as in the reference code.
     starts_dense: the initial masks are all True (gradual pruning).
     include_end: masks also change at ``end_step`` itself.
     training_cost: how `rigl_jax.analysis.flops` counts a training step
@@ -136,6 +138,13 @@ class DropAndGrow(Method):
   """Dynamic sparse training: drop the smallest-magnitude active weights of
   every layer, grow as many by ``grow_score`` (SET, RigL, SNFS).
 
+  The order of a mask-update step follows google-research/rigl: SET and
+  SNFS apply the optimizer step and then update the masks, ranking the
+  updated weights (`SparseSETOptimizerBase.apply_gradients`,
+  rigl/sparse_optimizers_base.py:133-146); RigL replaces the step by the
+  mask update (`SparseRigLOptimizerBase.apply_gradients`, lines 502-521,
+  the paper's Algorithm 1).
+
   Args:
     name: the method's name.
     grow_score: ``(weight, grad, aux, key) -> scores`` for one layer.
@@ -144,12 +153,15 @@ class DropAndGrow(Method):
       fixes alone.
     training_cost: see `Method`; by default a grow score is taken to need
       the dense gradient on mask-update steps only, as RigL's does.
+    skips_weight_update: see `Method`: True, the mask update replaces that
+      step's weight update (RigL); False (default), the step is applied and
+      the masks change after it (SET, SNFS).
   """
-  skips_weight_update = True
 
   def __init__(self, name: str, grow_score: GrowScore,
                redistribute: bool = False,
-               training_cost: str = 'dense_gradient_on_update'):
+               training_cost: str = 'dense_gradient_on_update',
+               skips_weight_update: bool = False):
     if training_cost not in TRAINING_COSTS:
       raise ValueError(f'unknown training_cost {training_cost!r}; valid: '
                        f'{list(TRAINING_COSTS)}')
@@ -157,6 +169,7 @@ class DropAndGrow(Method):
     self.grow_score = grow_score
     self.redistribute = bool(redistribute)
     self.training_cost = training_cost
+    self.skips_weight_update = bool(skips_weight_update)
 
   def validate(self, *, structure, custom_sparsity) -> None:
     if self.redistribute and structure.sparsity is not None:
@@ -171,7 +184,10 @@ class DropAndGrow(Method):
 
   def update_masks(self, ctx: MaskContext):
     fraction = ctx.schedule.drop_fraction_at(ctx.step)
-    kept, n_drop = mask_update.drop(ctx.weights, ctx.masks, fraction)
+    # The weights the masks are updated on: as they were (the step is
+    # replaced), or after this step's update.
+    weights = ctx.weights if self.skips_weight_update else ctx.stepped
+    kept, n_drop = mask_update.drop(weights, ctx.masks, fraction)
     scores = self.scores(ctx)
     n_grow = (mask_update.redistribute(n_drop, kept, ctx.masks, scores,
                                        ctx.fixed)

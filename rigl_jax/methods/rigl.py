@@ -17,5 +17,5 @@ def gradient_scores(weight, grad, aux, key):
 
 
 def rigl() -> base.Method:
-  """Gradient-magnitude regrowth."""
-  return base.DropAndGrow('rigl', gradient_scores)
+  """Gradient-magnitude regrowth; the mask update replaces the step."""
+  return base.DropAndGrow('rigl', gradient_scores, skips_weight_update=True)

@@ -147,6 +147,43 @@ def test_rigl_hand_computed_update():
   assert float(state.drop_fraction) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize('method,want_mask,want_w', [
+    # RigL (Algorithm 1): the mask update replaces the step. Drop the
+    # smallest |w| before the step, |-0.1|; grow the largest |g|, 0.9.
+    ('rigl', [[True, True, False, True]], [[0.5, 0.3, 0.0, 0.0]]),
+    # SET and SNFS (google-research/rigl sparse_optimizers_base.py:133-146):
+    # the SGD step first (w - 1.0 * g), then the mask update on the stepped
+    # weights: 0.3 - 0.25 = 0.05 is now the smallest and is dropped.
+    # SNFS grows the largest |momentum| = 0.1 * |g| among {1, 3}: 3.
+    ('snfs', [[True, False, True, True]], [[0.4, 0.0, -0.1, 0.0]]),
+])
+def test_which_methods_apply_the_weight_update_on_mask_updates(
+    method, want_mask, want_w):
+  w = [[0.5, 0.3, -0.1, 0.0]]
+  mask = [[True, True, True, False]]
+  g = [[0.1, 0.25, 0.0, 0.9]]
+  params, state = _single_layer_update(method, w, mask, g, 0.34,
+                                       inner=optax.sgd(1.0))
+  np.testing.assert_array_equal(np.asarray(rigl_jax.get_masks(state)['w']),
+                                want_mask)
+  np.testing.assert_allclose(np.asarray(params['w']), want_w, rtol=1e-6)
+
+
+def test_set_applies_the_weight_update_then_drops_on_the_stepped_weights():
+  params, state = _single_layer_update(
+      'set', [[0.5, 0.3, -0.1, 0.0]], [[True, True, True, False]],
+      [[0.1, 0.25, 0.0, 0.9]], 0.34, inner=optax.sgd(1.0))
+  mask, w = np.asarray(rigl_jax.get_masks(state)['w']), np.asarray(params['w'])
+  # The step applied (0.5 - 0.1); the stepped 0.05 dropped, -0.1 kept.
+  assert mask[0, 0] and mask[0, 2] and mask.sum() == 3
+  np.testing.assert_allclose(w[0, [0, 2]], [0.4, -0.1], rtol=1e-6)
+  # One random regrowth among {1, 3}: a regrown 1 keeps its stepped value
+  # (as in the reference, which reinitialises only new connections), 3
+  # starts at 0.
+  np.testing.assert_allclose(w[0, 1], 0.05 if mask[0, 1] else 0.0, rtol=1e-5)
+  assert w[0, 3] == 0.0
+
+
 def test_rigl_regrow_of_a_dropped_position_keeps_its_weight():
   # The dropped (0, 2) has the largest gradient: it is grown straight back and
   # keeps its value (as in the reference code), so only one slot changes.
@@ -217,15 +254,21 @@ def test_grown_weights_are_zero_and_optimizer_state_reset(inner_name, method):
   assert bool(jnp.all(jnp.where(grown, params['Dense_1']['kernel'] == 0,
                                 True)))
   # Every inner-state leaf that mirrors the params restarts at 0 where the
-  # mask changed (grown and dropped), is unchanged elsewhere (the step is
-  # skipped), and so is 0 at every inactive position.
+  # mask changed (grown and dropped), and so is 0 at every inactive
+  # position. Elsewhere RigL holds it (the step is replaced); SET advances
+  # it (the step is applied before the mask update).
   mirrors = [
       (b, a) for b, a in zip(jax.tree.leaves(before_inner),
                              jax.tree.leaves(state.inner_state))
       if b.shape == grown.shape]
   assert len(mirrors) == (1 if inner_name == 'sgd_momentum' else 2)
   for b, a in mirrors:
-    assert bool(jnp.all(jnp.where(changed, a == 0, a == b)))
+    assert bool(jnp.all(jnp.where(changed, a == 0, True)))
+    kept = after_k & ~changed
+    if method == 'rigl':
+      assert bool(jnp.all(jnp.where(kept, a == b, True)))
+    else:
+      assert bool(jnp.any(jnp.where(kept, a != b, False)))
     assert bool(jnp.all(jnp.where(after_k, True, a == 0)))
     assert bool(jnp.any(jnp.where(after_k & ~changed, a != 0, False)))
 
@@ -242,7 +285,7 @@ def test_dense_leaves_untouched():
     new_params, state = step(params, state, helpers.batch(t))
     for name in params:
       got = new_params[name]['bias'] - params[name]['bias']
-      if t % 3 == 0:  # mask-update step: the weight update is skipped
+      if t % 3 == 0:  # RigL's mask-update step replaces the weight update
         np.testing.assert_array_equal(np.asarray(got), 0.0)
       else:
         np.testing.assert_allclose(np.asarray(got),
