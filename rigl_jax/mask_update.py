@@ -30,10 +30,31 @@ from rigl_jax import structure as structure_lib
 
 
 def floor_product(fraction: jax.Array, count: jax.Array) -> jax.Array:
-  """floor(fraction * count) as int32, robust to float32 error (0.7 * 10)."""
+  """floor(fraction * count) as int32, robust to float32 error (0.7 * 10);
+  gradual pruning's count (the drop count is `drop_count`)."""
   x = jnp.asarray(fraction, jnp.float32) * count.astype(jnp.float32)
   r = jnp.round(x)
   return jnp.where(jnp.abs(x - r) < 1e-3, r, jnp.floor(x)).astype(jnp.int32)
+
+
+def drop_count(fraction: jax.Array, nnz: jax.Array) -> jax.Array:
+  """The connections a mask update drops: ``int(float32(nnz) * fraction)``.
+
+  The reference's rule exactly (`n_prune`, google-research/rigl
+  rigl/sparse_optimizers_base.py:287-289): the float32 product, truncated,
+  with no tolerance; a product that float32 rounding leaves just below an
+  integer is truncated as it is there.
+
+  Example:
+
+  >>> int(drop_count(jnp.float32(0.3), jnp.int32(10)))
+  3
+  >>> # RigL's cosine drop fraction at step 1100 of 8000: 402.99985 in f32.
+  >>> int(drop_count(jnp.float32(0.28622147), jnp.int32(1408)))
+  402
+  """
+  x = jnp.asarray(fraction, jnp.float32) * nnz.astype(jnp.float32)
+  return jnp.floor(x).astype(jnp.int32)
 
 
 def _tail_sum(x: jax.Array) -> jax.Array:
@@ -57,7 +78,7 @@ def drop(weights: Sequence[jax.Array], masks: Sequence[jax.Array],
   kept, n_drop = [], []
   for w, m in zip(weights, masks):
     nnz = _tail_sum(m)
-    n = floor_product(fraction, nnz)
+    n = drop_count(fraction, nnz)
     kept.append(jax.vmap(selection.top_k_mask)(jnp.abs(w), nnz - n, m))
     n_drop.append(n)
   return kept, n_drop

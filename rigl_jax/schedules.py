@@ -39,6 +39,11 @@ def drop_fraction(step: jax.Array, *, initial: float, schedule: str,
 
   - ``cosine`` (RigL, Evci et al. 2020, eq. 1):
     ``alpha / 2 * (1 + cos(pi * t / end_step))``, with t clipped to end_step.
+    The reference code (`get_drop_fraction`, google-research/rigl
+    rigl/sparse_optimizers_base.py:232-241) decays over ``end_step -
+    begin_step`` steps counted from step 0; the two agree for
+    ``begin_step = 0``, as in every configuration of the paper, and this
+    follows the paper otherwise.
   - ``constant``: ``alpha``.
   - ``exponential_K`` (the reference code's annealing):
     ``alpha * (1 - (t - begin_step) / (end_step - begin_step)) ** K``.

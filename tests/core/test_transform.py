@@ -8,6 +8,7 @@ import pytest
 
 import rigl_jax
 from rigl_jax import distributions
+from rigl_jax import mask_update
 from rigl_jax import transform
 from tests import helpers
 
@@ -570,3 +571,16 @@ def test_masked_init_inside_the_callers_jit():
   jitted = jax.jit(lambda p: rigl_jax.masked_init(tx, p))(params)
   for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_drop_count_is_the_reference_float32_truncation():
+  """`n_prune` of google-research/rigl (sparse_optimizers_base.py:287-289)
+  on 160,000 (nnz, cosine drop fraction) pairs: int(float32(nnz) * f)."""
+  steps = jnp.arange(0, 8000, 100)
+  fractions = jax.vmap(lambda t: rigl_jax.drop_fraction(
+      t, initial=0.3, schedule='cosine', begin_step=0, end_step=8000))(steps)
+  nnz = jnp.arange(1, 2001, dtype=jnp.int32)
+  got = jax.vmap(lambda f: mask_update.drop_count(f, nnz))(fractions)
+  f32 = np.asarray(fractions, np.float32)[:, None]
+  want = np.floor(f32 * np.arange(1, 2001, dtype=np.float32)[None, :])
+  np.testing.assert_array_equal(np.asarray(got), want.astype(np.int32))
