@@ -49,6 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.stacked = ml_collections.config_dict.placeholder(object)
   config.sparsity.erk_power_scale = 1.0
   # Method hyperparameters (each method reads its own).
+  # What new connections start at: 'zeros', 'random_normal', 'random_uniform'
+  # (RigL also 'grad_scale', 'grad_sign'), each optionally '_K'-divided.
+  config.sparsity.grow_init = 'zeros'
+  # Noise on the drop scores |w| (the reference's tie-breaker); 0: none.
+  config.sparsity.noise_std = 1e-5
+  # RigL: momentum of new connections = this x the gradient (0: zeros).
+  config.sparsity.rigl_acc_scale = 0.0
   config.sparsity.snfs_momentum = 0.9
   config.sparsity.snfs_redistribution = False
   config.sparsity.pruning_scope = 'layer'

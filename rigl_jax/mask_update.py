@@ -4,8 +4,9 @@ Every sparse leaf arrives in its layer view ``(L, *layer_shape)`` (see
 `rigl_jax.layers`); each rule is written for one layer and `jax.vmap`-ed
 over ``L``, so a stacked leaf's slices are updated as separate layers.
 
-- `drop`: keep the ``nnz - floor(f * nnz)`` largest-magnitude active weights
-  of each layer (Evci et al. 2020, Algorithm 1, ArgTopK(|theta|)).
+- `drop`: keep the ``nnz - floor(f * nnz)`` best-scored (largest |w|)
+  active weights of each layer (Evci et al. 2020, Algorithm 1,
+  ArgTopK(|theta|)).
 - `grow`: activate the best-scored positions outside what was kept.
 - `redistribute`: share the regrowth across layers (SNFS).
 - `prune_layers` / `prune_global`: magnitude pruning to a target.
@@ -18,7 +19,7 @@ over ``L``, so a stacked leaf's slices are updated as separate layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,19 +68,23 @@ def active_counts(masks: Sequence[jax.Array]) -> list[jax.Array]:
   return [_tail_sum(m) for m in masks]
 
 
-def drop(weights: Sequence[jax.Array], masks: Sequence[jax.Array],
+def drop(scores: Sequence[jax.Array], masks: Sequence[jax.Array],
          fraction: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
-  """Drops ``floor(fraction * nnz)`` smallest-magnitude active weights per
-  layer.
+  """Drops the `drop_count` lowest-scored active weights of every layer.
+
+  Args:
+    scores: drop scores per leaf (layer views): |w|, plus noise if any.
+    masks: the current masks.
+    fraction: the drop fraction.
 
   Returns:
     ``(kept, n_drop)``: the kept masks, and the ``(L,)`` drop counts.
   """
   kept, n_drop = [], []
-  for w, m in zip(weights, masks):
+  for sc, m in zip(scores, masks):
     nnz = _tail_sum(m)
     n = drop_count(fraction, nnz)
-    kept.append(jax.vmap(selection.top_k_mask)(jnp.abs(w), nnz - n, m))
+    kept.append(jax.vmap(selection.top_k_mask)(sc, nnz - n, m))
     n_drop.append(n)
   return kept, n_drop
 
@@ -206,7 +211,8 @@ def leaked(weights: Sequence[jax.Array],
 
 
 def masked_updates(updates: Any, params: Any, masks: Any,
-                   skip: jax.Array) -> Any:
+                   skip: jax.Array, grown: Any = None,
+                   grow_values: Any = None) -> Any:
   """The updates that leave every masked weight at exactly 0.
 
   Args:
@@ -215,23 +221,39 @@ def masked_updates(updates: Any, params: Any, masks: Any,
     masks: the masks after this step (None for dense leaves).
     skip: bool scalar: the weight update of this step is skipped
       (Algorithm 1 on a mask-update step): active and dense weights get 0.
+    grown: optional bool tree like params: the new connections of this step.
+    grow_values: with ``grown``: the values new connections start at.
 
   Returns:
-    ``-p`` at masked positions (dropped weights go to 0, others stay 0), the
-    update (or 0 when skipped) elsewhere.
+    ``-p`` at masked positions (dropped weights go to 0, others stay 0),
+    ``value - p`` at new connections if ``grow_values`` is given, the update
+    (or 0 when skipped) elsewhere.
   """
-  def one(m, u, p):
+  if grown is None:
+    grown = jax.tree.map(lambda _: None, masks, is_leaf=lambda x: x is None)
+    grow_values = grown
+
+  def one(m, u, p, g, v):
     if u is None:
       return None
     u = jnp.where(skip, jnp.zeros_like(u), u)
-    return u if m is None else jnp.where(m, u, (-p).astype(u.dtype))
-  return jax.tree.map(one, masks, updates, params, is_leaf=lambda x: x is None)
+    if m is None:
+      return u
+    u = jnp.where(m, u, (-p).astype(u.dtype))
+    if g is not None and v is not None:
+      u = jnp.where(g, (v - p).astype(u.dtype), u)
+    return u
+  return jax.tree.map(one, masks, updates, params, grown, grow_values,
+                      is_leaf=lambda x: x is None)
 
 
-class _Param(NamedTuple):
-  """Marks a state leaf that mirrors a parameter, with the positions whose
-  mask changed (None for a dense parameter)."""
-  changed: Any
+class _Param:
+  """Marks a state leaf that mirrors a parameter: the positions whose mask
+  changed (None for a dense parameter) and, optionally, the new connections
+  and the value their state starts at."""
+
+  def __init__(self, changed: Any, grown: Any = None, value: Any = None):
+    self.changed, self.grown, self.value = changed, grown, value
 
 
 def _is_masked_node(x: Any) -> bool:
@@ -240,7 +262,8 @@ def _is_masked_node(x: Any) -> bool:
 
 def reset_inner_state(inner: optax.GradientTransformation, old: Any,
                       new: Any, fresh: Any, changed: Any,
-                      hold: jax.Array, update: jax.Array) -> Any:
+                      hold: jax.Array, update: jax.Array,
+                      grown: Any = None, grown_value: Any = None) -> Any:
   """The inner state after a step whose masks may have changed.
 
   Parameter-shaped state (momentum, Adam moments, schedule-free's ``z``...,
@@ -258,22 +281,34 @@ def reset_inner_state(inner: optax.GradientTransformation, old: Any,
       for dense leaves.
     hold: bool scalar: keep parameter-shaped state at ``old``.
     update: bool scalar: masks changed at this step.
+    grown: optional bool tree like the params: the new connections.
+    grown_value: with ``grown``: a tree like the params whose values every
+      parameter-shaped state leaf takes at the new connections, instead of
+      ``fresh`` (RigL's ``initial_acc_scale`` momentum).
 
   Returns:
     The state.
   """
-  def mark(_, c):
-    return _Param(c)
+  is_none = lambda x: x is None  # pylint: disable=unnecessary-lambda-assignment
+  if grown is None:
+    grown = jax.tree.map(lambda _: None, changed, is_leaf=is_none)
+    grown_value = grown
+  info = jax.tree.map(
+      lambda c, g, v: None if c is None else _Param(c, g, v),
+      changed, grown, grown_value, is_leaf=is_none)
+
+  def mark(_, p):
+    return p if isinstance(p, _Param) else _Param(None)
 
   try:
     marks = optax.tree_map_params(
-        inner, mark, old, changed,
+        inner, mark, old, info,
         transform_non_params=lambda _: None,
         is_leaf=_is_masked_node)
   except Exception:  # pylint: disable=broad-except
     # An init that cannot run on optax's placeholder: match the subtrees
     # shaped like the params instead.
-    marks = _marks_by_structure(old, changed)
+    marks = _marks_by_structure(old, info)
 
   def one(mk, o, n, f):
     if not isinstance(mk, _Param) or not hasattr(n, 'shape'):
@@ -282,7 +317,10 @@ def reset_inner_state(inner: optax.GradientTransformation, old: Any,
     c = mk.changed
     if c is None or np.shape(c) != np.shape(n):
       return base
-    return jnp.where(update & c, f, base)
+    out = jnp.where(update & c, f, base)
+    if mk.grown is not None and mk.value is not None:
+      out = jnp.where(update & mk.grown, mk.value.astype(out.dtype), out)
+    return out
 
   return jax.tree.map(one, marks, old, new, fresh,
                       is_leaf=lambda x: isinstance(x, _Param) or x is None)
@@ -299,8 +337,9 @@ def _marks_by_structure(state: Any, changed: Any) -> Any:
 
   def visit(x):
     if mirrors(x):
-      return jax.tree.map(lambda _, c: _Param(c), x, changed,
-                          is_leaf=lambda y: y is None)
+      return jax.tree.map(
+          lambda _, c: c if isinstance(c, _Param) else _Param(None), x,
+          changed, is_leaf=lambda y: y is None)
     return jax.tree.map(lambda _: None, x)
 
   return jax.tree.map(visit, state, is_leaf=mirrors)

@@ -378,6 +378,9 @@ def sparsify(inner: optax.GradientTransformation,
                        'structure; exclude layers with is_sparse instead')
   m.validate(structure=struct, custom_sparsity=custom_sparsity)
   seed = int(seed)
+  # Methods whose new connections start at other values than 0 return them
+  # from the mask update as well.
+  custom_grow = m.grow_init != 'zeros'
   schedule = schedules.MaskSchedule(
       update_freq=int(update_freq), begin_step=int(begin_step),
       end_step=None if not m.dynamic else int(end_step),
@@ -515,8 +518,10 @@ def sparsify(inner: optax.GradientTransformation,
         key=jax.random.fold_in(key, step), step=step, schedule=schedule,
         structure=struct, sparsity=sparsity)
     new, frac = m.update_masks(ctx)
-    return new, jnp.asarray(frac, jnp.float32), mask_update_lib.churn(masks_l,
-                                                                   new)
+    values = (m.grow_values(ctx, new) if custom_grow else
+              [None] * len(new))
+    return (new, jnp.asarray(frac, jnp.float32),
+            mask_update_lib.churn(masks_l, new), values)
 
   def update_fn(updates, state, params=None, *, mask_update=None,
                 **extra_args):
@@ -575,33 +580,49 @@ def sparsify(inner: optax.GradientTransformation,
     old_views = operands[2]
 
     def run(ops):
-      new, frac, churn = mask_step(leaves, *ops)
+      new, frac, churn, values = mask_step(leaves, *ops)
       # A vmapped member that is not due keeps its masks.
       new = [jnp.where(due, n, o) for n, o in zip(new, old_views)]
       return (new, jnp.where(due, frac, state.drop_fraction),
-              jnp.where(due, churn, state.mask_churn))
+              jnp.where(due, churn, state.mask_churn), values)
+
+    def keep(_):
+      values = [jnp.zeros(v.shape, jnp.float32) if custom_grow else None
+                for v in old_views]
+      return old_views, state.drop_fraction, state.mask_churn, values
 
     if mask_update:
-      new_views, frac, churn = run(operands)
+      new_views, frac, churn, value_views = run(operands)
     else:
-      new_views, frac, churn = jax.lax.cond(
-          _any_member(due), run,
-          lambda _: (old_views, state.drop_fraction, state.mask_churn),
-          operands)
+      new_views, frac, churn, value_views = jax.lax.cond(
+          _any_member(due), run, keep, operands)
 
     new_list = list(mask_list)
     changed: list[Any] = [None] * len(flat)
-    for lf, nv in zip(leaves, new_views):
+    grown: list[Any] = [None] * len(flat)
+    grow_values: list[Any] = [None] * len(flat)
+    for lf, nv, vv in zip(leaves, new_views, value_views):
       new_list[lf.index] = layers_lib.from_layers(nv, lf.axis)
       changed[lf.index] = new_list[lf.index] != mask_list[lf.index]
+      grown[lf.index] = new_list[lf.index] & ~mask_list[lf.index]
+      if vv is not None:
+        grow_values[lf.index] = layers_lib.from_layers(vv, lf.axis)
     new_masks = jax.tree.unflatten(m_def, new_list)
+    grown_tree = jax.tree.unflatten(p_def, grown)
     skip = due & m.skips_weight_update
-    out_updates = mask_update_lib.masked_updates(new_updates, params,
-                                                 new_masks, skip)
+    out_updates = mask_update_lib.masked_updates(
+        new_updates, params, new_masks, skip,
+        grown=grown_tree if custom_grow else None,
+        grow_values=(jax.tree.unflatten(p_def, grow_values) if custom_grow
+                     else None))
     fresh = inner.init(masks_lib.apply_masks(params, new_masks))
     inner_state = mask_update_lib.reset_inner_state(
         inner, state.inner_state, new_inner, fresh,
-        jax.tree.unflatten(p_def, changed), hold=skip, update=due)
+        jax.tree.unflatten(p_def, changed), hold=skip, update=due,
+        grown=grown_tree if m.acc_scale else None,
+        grown_value=(jax.tree.unflatten(p_def, [
+            None if g is None else m.acc_scale * g.astype(jnp.float32)
+            for g in grad_list]) if m.acc_scale else None))
     return out_updates, SparseState(
         step=step, masks=new_masks, inner_state=inner_state, aux=aux,
         drop_fraction=frac, mask_churn=churn, key=state.key)

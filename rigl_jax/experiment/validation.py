@@ -168,6 +168,14 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'stacked': lambda v: None if v is None else mapping(v),
         'seed': integer(0, none_ok=True),
         'erk_power_scale': number(0, float('inf')),
+        'grow_init': parsed_by(
+            lambda v: methods.base.parse_grow_init(
+                v, methods.base.ALL_GROW_INITS),
+            f'one of {list(methods.base.ALL_GROW_INITS)}, optionally '
+            "with a '_K' divisor (K > 0); the 'grad_' ones for RigL "
+            'only'),
+        'noise_std': number(0, float('inf')),
+        'rigl_acc_scale': number(0, float('inf')),
         'snfs_momentum': number(0, 1, hi_open=True),
         'snfs_redistribution': boolean,
         'pruning_scope': choice('layer', 'global'),

@@ -35,6 +35,65 @@ from rigl_jax import structure as structure_lib
 # (weight, dense_grad, aux, key) -> non-negative scores, for ONE layer.
 GrowScore = Callable[[jax.Array, jax.Array, Any, jax.Array], jax.Array]
 
+# The values new connections start at (`get_grow_tensor`, google-research/
+# rigl rigl/sparse_optimizers_base.py:355-399 and, for RigL's gradient ones,
+# 540-557), each optionally divided by K with a ``_K`` suffix
+# ('random_normal_2'): 'zeros'; 'random_normal', N(0, std) with the std of
+# the layer's active weights; 'random_uniform', U(-a, a) with a the mean
+# |active weight|; 'grad_scale', the dense gradient; 'grad_sign', its sign.
+# The reference takes the std / mean over the whole weight variable, whose
+# inactive entries still hold stale values (masking happens in the forward
+# pass); here inactive weights are exactly 0, so the active ones stand in.
+GROW_INITS = ('zeros', 'random_normal', 'random_uniform')
+GRADIENT_GROW_INITS = ('grad_scale', 'grad_sign')
+ALL_GROW_INITS = GROW_INITS + GRADIENT_GROW_INITS
+
+# The reference's drop-score noise (`generic_mask_update(noise_std=1e-5)`,
+# google-research/rigl rigl/sparse_optimizers_base.py:260).
+DROP_NOISE_STD = 1e-5
+
+# Random streams of a mask update, folded into its key (SET's regrowth
+# keeps the key itself, as before these existed).
+_DROP_NOISE_STREAM = 1
+_GROW_INIT_STREAM = 2
+
+
+def parse_grow_init(name: str, allowed: tuple[str, ...] = GROW_INITS
+                    ) -> tuple[str, float]:
+  """``'random_normal_2'`` -> ``('random_normal', 2.0)``.
+
+  Args:
+    name: a grow initialisation, optionally with a ``_K`` divisor (K > 0),
+      as the reference's ``extract_number`` reads it.
+    allowed: the kinds the method offers.
+
+  Returns:
+    ``(kind, divisor)``.
+
+  Raises:
+    ValueError: an unknown kind or a bad divisor, listing the valid ones.
+
+  Example:
+    >>> parse_grow_init('random_normal_2')
+    ('random_normal', 2.0)
+    >>> parse_grow_init('zeros')
+    ('zeros', 1.0)
+  """
+  for kind in allowed:
+    if name == kind:
+      return kind, 1.0
+    if isinstance(name, str) and name.startswith(kind + '_'):
+      try:
+        divisor = float(name[len(kind) + 1:])
+      except ValueError:
+        break
+      if divisor > 0:
+        return kind, divisor
+      break
+  raise ValueError(f'unknown grow_init {name!r}; valid: {list(allowed)}, '
+                   "each optionally with a '_K' divisor (K > 0), e.g. "
+                   "'random_normal_2'")
+
 
 class MaskContext(NamedTuple):
   """What a mask rule sees at a mask update; one entry per sparse leaf, each
@@ -71,10 +130,12 @@ class MaskContext(NamedTuple):
   structure: structure_lib.Structure
   sparsity: float
 
-  def layer_keys(self, i: int) -> jax.Array:
-    """``(L, 2)`` keys of leaf ``i``'s layers."""
+  def layer_keys(self, i: int, stream: int = 0) -> jax.Array:
+    """``(L, 2)`` keys of leaf ``i``'s layers (``stream`` > 0: another
+    independent random stream)."""
     ids = jnp.asarray(self.layer_ids[i], jnp.uint32)
-    return jax.vmap(jax.random.fold_in, (None, 0))(self.key, ids)
+    key = self.key if not stream else jax.random.fold_in(self.key, stream)
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, ids)
 
 
 # How a method's training step is counted in FLOPs (see `Method`).
@@ -95,6 +156,10 @@ class Method:
       masks change after it (SET, SNFS), as in the reference code.
     starts_dense: the initial masks are all True (gradual pruning).
     include_end: masks also change at ``end_step`` itself.
+    grow_init: what new connections start at (see `GROW_INITS`);
+      'zeros' unless the method says otherwise (`grow_values`).
+    acc_scale: the optimizer state (momentum) of a new connection starts at
+      ``acc_scale * gradient`` instead of 0 (RigL's ``initial_acc_scale``).
     training_cost: how `rigl_jax.analysis.flops` counts a training step
       (Evci et al. 2020, Appendix H), one of `TRAINING_COSTS`: ``'dense'``
       (3 f_D), ``'sparse'`` (3 f_S), ``'dense_gradient'`` (2 f_S + f_D: a
@@ -109,6 +174,8 @@ class Method:
   starts_dense: bool = False
   include_end: bool = False
   training_cost: str = 'sparse'
+  grow_init: str = 'zeros'
+  acc_scale: float = 0.0
 
   def validate(self, *, structure: structure_lib.Structure,
                custom_sparsity: dict[str, float]) -> None:
@@ -129,6 +196,14 @@ class Method:
                    ) -> tuple[list[jax.Array], jax.Array]:
     """The new masks (layer views) and the drop fraction to report."""
     raise NotImplementedError
+
+  def grow_values(self, ctx: MaskContext, new_masks: list[jax.Array]
+                  ) -> list[jax.Array]:
+    """The values new connections start at (layer views; read only where
+    ``new_masks`` is True and the old mask False). Called only when
+    ``grow_init`` is not 'zeros'."""
+    del ctx
+    return [jnp.zeros(m.shape, jnp.float32) for m in new_masks]
 
   def __repr__(self) -> str:
     return f'{type(self).__name__}({self.name!r})'
@@ -156,20 +231,44 @@ class DropAndGrow(Method):
     skips_weight_update: see `Method`: True, the mask update replaces that
       step's weight update (RigL); False (default), the step is applied and
       the masks change after it (SET, SNFS).
+    grow_init: what new connections start at: one of ``grow_inits``, with
+      an optional ``_K`` divisor (see `GROW_INITS`); 'zeros' by default,
+      as in the reference.
+    grow_inits: the grow initialisations this method offers.
+    noise_std: std of Gaussian noise added to the drop scores |w| of the
+      active weights, which breaks ties at random (the reference's
+      ``generic_mask_update(noise_std=1e-5)``, sparse_optimizers_base.py:
+      260-270; it adds the noise at inactive positions too, which could
+      then be "kept", here only active weights compete). 0: no noise,
+      ties broken by position.
+    acc_scale: see `Method`.
   """
 
   def __init__(self, name: str, grow_score: GrowScore,
                redistribute: bool = False,
                training_cost: str = 'dense_gradient_on_update',
-               skips_weight_update: bool = False):
+               skips_weight_update: bool = False,
+               grow_init: str = 'zeros',
+               grow_inits: tuple[str, ...] = GROW_INITS,
+               noise_std: float = 0.0,
+               acc_scale: float = 0.0):
     if training_cost not in TRAINING_COSTS:
       raise ValueError(f'unknown training_cost {training_cost!r}; valid: '
                        f'{list(TRAINING_COSTS)}')
+    self._grow_kind, self._grow_divisor = parse_grow_init(grow_init,
+                                                          grow_inits)
+    if not float(noise_std) >= 0.0:
+      raise ValueError(f'noise_std must be >= 0; got {noise_std}')
+    if not float(acc_scale) >= 0.0:
+      raise ValueError(f'acc_scale must be >= 0; got {acc_scale}')
     self.name = name
     self.grow_score = grow_score
     self.redistribute = bool(redistribute)
     self.training_cost = training_cost
     self.skips_weight_update = bool(skips_weight_update)
+    self.grow_init = grow_init
+    self.noise_std = float(noise_std)
+    self.acc_scale = float(acc_scale)
 
   def validate(self, *, structure, custom_sparsity) -> None:
     if self.redistribute and structure.sparsity is not None:
@@ -186,13 +285,58 @@ class DropAndGrow(Method):
     fraction = ctx.schedule.drop_fraction_at(ctx.step)
     # The weights the masks are updated on: as they were (the step is
     # replaced), or after this step's update.
-    weights = ctx.weights if self.skips_weight_update else ctx.stepped
-    kept, n_drop = mask_update.drop(weights, ctx.masks, fraction)
+    weights = self.mask_weights(ctx)
+    scores = [jnp.abs(w) for w in weights]
+    if self.noise_std:
+      # |w| + N(0, noise_std^2), shifted by 6 std so that the scores stay
+      # non-negative (the selection counts negative scores as 0); a shift
+      # common to a layer leaves its ranking as it was.
+      scores = [s.astype(jnp.float32) + self.noise_std * (6.0 + jax.vmap(
+          lambda k, x: jax.random.normal(k, x.shape, jnp.float32))(
+              ctx.layer_keys(i, _DROP_NOISE_STREAM), s))
+                for i, s in enumerate(scores)]
+    kept, n_drop = mask_update.drop(scores, ctx.masks, fraction)
     scores = self.scores(ctx)
     n_grow = (mask_update.redistribute(n_drop, kept, ctx.masks, scores,
                                        ctx.fixed)
               if self.redistribute else n_drop)
     return mask_update.grow(kept, scores, n_grow, ctx.structure), fraction
+
+  def mask_weights(self, ctx: MaskContext) -> list[jax.Array]:
+    """The weights the masks change on: as they were (the step replaced)
+    or after this step's update."""
+    return ctx.weights if self.skips_weight_update else ctx.stepped
+
+  def grow_values(self, ctx: MaskContext, new_masks: list[jax.Array]
+                  ) -> list[jax.Array]:
+    kind, divisor = self._grow_kind, self._grow_divisor
+    out = []
+    for i, (w, g, m) in enumerate(zip(self.mask_weights(ctx), ctx.grads,
+                                      ctx.masks)):
+      w32 = w.astype(jnp.float32)
+      if kind == 'grad_scale':
+        v = g.astype(jnp.float32)
+      elif kind == 'grad_sign':
+        v = jnp.sign(g.astype(jnp.float32))
+      elif kind == 'zeros':
+        v = jnp.zeros(w.shape, jnp.float32)
+      else:
+        keys = ctx.layer_keys(i, _GROW_INIT_STREAM)
+        axes = tuple(range(1, w.ndim))
+        n = jnp.maximum(jnp.sum(m, axes, keepdims=True), 1)
+        mean_abs = jnp.sum(jnp.where(m, jnp.abs(w32), 0.0), axes,
+                           keepdims=True) / n
+        if kind == 'random_normal':
+          mean = jnp.sum(jnp.where(m, w32, 0.0), axes, keepdims=True) / n
+          std = jnp.sqrt(jnp.sum(jnp.where(m, (w32 - mean) ** 2, 0.0), axes,
+                                 keepdims=True) / n)
+          v = std * jax.vmap(
+              lambda k: jax.random.normal(k, w.shape[1:]))(keys)
+        else:  # random_uniform
+          v = mean_abs * jax.vmap(lambda k: jax.random.uniform(
+              k, w.shape[1:], minval=-1.0, maxval=1.0))(keys)
+      out.append(v / divisor)
+    return out
 
 
 def _aux_per_layer(ctx: MaskContext) -> list:

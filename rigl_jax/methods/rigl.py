@@ -16,6 +16,26 @@ def gradient_scores(weight, grad, aux, key):
   return jnp.abs(grad)
 
 
-def rigl() -> base.Method:
-  """Gradient-magnitude regrowth; the mask update replaces the step."""
-  return base.DropAndGrow('rigl', gradient_scores, skips_weight_update=True)
+def rigl(grow_init: str = 'zeros', noise_std: float = base.DROP_NOISE_STD,
+         rigl_acc_scale: float = 0.0) -> base.Method:
+  """Gradient-magnitude regrowth; the mask update replaces the step.
+
+  Args:
+    grow_init: what new connections start at: `base.GROW_INITS` or, as in
+      the reference's `SparseRigLOptimizerBase.get_grow_tensor`
+      (sparse_optimizers_base.py:540-553), ``'grad_scale'`` / ``'grad_sign'``
+      (the dense gradient or its sign, optionally ``_K``-divided).
+    noise_std: std of the noise on the drop scores (`base.DropAndGrow`).
+    rigl_acc_scale: the optimizer state of new connections (every state
+      leaf shaped like the params: momentum) starts at this times the dense
+      gradient instead of 0: the reference's ``initial_acc_scale``
+      (`reset_momentum`, lines 555-564), meant for momentum SGD, with a
+      value between 0 and 1 / (1 - momentum). 0 (default): zeros.
+
+  Returns:
+    The method.
+  """
+  return base.DropAndGrow(
+      'rigl', gradient_scores, skips_weight_update=True, grow_init=grow_init,
+      grow_inits=base.ALL_GROW_INITS,
+      noise_std=noise_std, acc_scale=rigl_acc_scale)

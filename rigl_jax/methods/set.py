@@ -15,6 +15,16 @@ def random_scores(weight, grad, aux, key):
   return jax.random.uniform(key, weight.shape)
 
 
-def set_method() -> base.Method:
-  """Random regrowth."""
-  return base.DropAndGrow('set', random_scores, training_cost='sparse')
+def set_method(grow_init: str = 'zeros',
+               noise_std: float = base.DROP_NOISE_STD) -> base.Method:
+  """Random regrowth.
+
+  Args:
+    grow_init: what new connections start at (`base.GROW_INITS`).
+    noise_std: std of the noise on the drop scores (`base.DropAndGrow`).
+
+  Returns:
+    The method.
+  """
+  return base.DropAndGrow('set', random_scores, training_cost='sparse',
+                          grow_init=grow_init, noise_std=noise_std)

@@ -25,11 +25,14 @@ def momentum_scores(weight, grad, aux, key):
 class SNFS(base.DropAndGrow):
   """Drop-and-grow by gradient momentum, with an EMA kept on every step."""
 
-  def __init__(self, momentum: float = 0.9, redistribute: bool = False):
+  def __init__(self, momentum: float = 0.9, redistribute: bool = False,
+               grow_init: str = 'zeros',
+               noise_std: float = base.DROP_NOISE_STD):
     if not 0.0 <= momentum < 1.0:
       raise ValueError(f'snfs momentum must be in [0, 1); got {momentum}')
     super().__init__('snfs', momentum_scores, redistribute,
-                     training_cost='dense_gradient')
+                     training_cost='dense_gradient', grow_init=grow_init,
+                     noise_std=noise_std)
     self.momentum = float(momentum)
 
   def init_aux(self, params: Any, masks: Any) -> Any:
@@ -44,16 +47,19 @@ class SNFS(base.DropAndGrow):
         b * e + (1.0 - b) * g.astype(jnp.float32), masks, aux, grads)
 
 
-def snfs(snfs_momentum: float = 0.9,
-         snfs_redistribution: bool = False) -> base.Method:
+def snfs(snfs_momentum: float = 0.9, snfs_redistribution: bool = False,
+         grow_init: str = 'zeros',
+         noise_std: float = base.DROP_NOISE_STD) -> base.Method:
   """Momentum regrowth.
 
   Args:
     snfs_momentum: the EMA decay of the dense gradients.
     snfs_redistribution: share regrowth across layers by mean momentum
       magnitude.
+    grow_init: what new connections start at (`base.GROW_INITS`).
+    noise_std: std of the noise on the drop scores (`base.DropAndGrow`).
 
   Returns:
     The method.
   """
-  return SNFS(snfs_momentum, snfs_redistribution)
+  return SNFS(snfs_momentum, snfs_redistribution, grow_init, noise_std)

@@ -148,6 +148,9 @@ def configs(draw):
       # programs picked on the host (`update(..., mask_update=...)`).
       host_schedule=draw(st.booleans()),
   )
+  if method in DYNAMIC:
+    # The reference's 1e-5, none, and noise that reorders everything.
+    cfg['noise_std'] = draw(st.sampled_from([1e-5, 0.0, 0.1]))
   if method == 'snfs':
     cfg['snfs_momentum'] = draw(st.sampled_from([0.0, 0.5, 0.9]))
     cfg['snfs_redistribution'] = draw(st.booleans())
@@ -459,10 +462,11 @@ _FIXED_SHAPES = {
     'block': {'Dense_0': {'kernel': (6, 4)},
               'LayerNorm_0': {'scale': (4,)}},
 }
+# No drop-score noise: ties are then broken by position, as the oracle does.
 _FIXED_METHODS = {
-    'rigl': dict(method='rigl'),
+    'rigl': dict(method='rigl', noise_std=0.0),
     'snfs_redistribution': dict(method='snfs', snfs_momentum=0.5,
-                                snfs_redistribution=True),
+                                snfs_redistribution=True, noise_std=0.0),
     'pruning_global': dict(method='pruning', pruning_scope='global',
                            pruning_initial_sparsity=0.0),
 }
