@@ -213,7 +213,7 @@ def _check_schedule_args(method: methods_lib.Method, update_freq: Any,
   if not isinstance(begin_step, (int, np.integer)) or begin_step < 0:
     raise ValueError(f'begin_step must be an integer >= 0; got '
                      f'{begin_step!r}')
-  if method.dynamic:
+  if method.dynamic and not method.single_update:
     if end_step is None:
       raise ValueError('end_step is required for dynamic sparse training and '
                        'pruning: the last step at which masks change')
@@ -383,7 +383,8 @@ def sparsify(inner: optax.GradientTransformation,
   custom_grow = m.grow_init != 'zeros'
   schedule = schedules.MaskSchedule(
       update_freq=int(update_freq), begin_step=int(begin_step),
-      end_step=None if not m.dynamic else int(end_step),
+      end_step=(None if not m.dynamic else
+                int(begin_step) + 1 if m.single_update else int(end_step)),
       include_end=m.include_end, drop_fraction=float(drop_fraction),
       drop_fraction_schedule=drop_fraction_schedule)
 

@@ -156,6 +156,8 @@ class Method:
       masks change after it (SET, SNFS), as in the reference code.
     starts_dense: the initial masks are all True (gradual pruning).
     include_end: masks also change at ``end_step`` itself.
+    single_update: the masks change once, at ``begin_step`` (SNIP), and
+      ``end_step`` / ``update_freq`` do not apply.
     grow_init: what new connections start at (see `GROW_INITS`);
       'zeros' unless the method says otherwise (`grow_values`).
     acc_scale: the optimizer state (momentum) of a new connection starts at
@@ -173,6 +175,7 @@ class Method:
   skips_weight_update: bool = False
   starts_dense: bool = False
   include_end: bool = False
+  single_update: bool = False
   training_cost: str = 'sparse'
   grow_init: str = 'zeros'
   acc_scale: float = 0.0
