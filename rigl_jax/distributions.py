@@ -20,6 +20,8 @@ from rigl_jax import layers as layers_lib
 from rigl_jax import paths as paths_lib
 
 DISTRIBUTIONS = ('uniform', 'erk', 'er')
+# How ER/ERK count the zero budget (see `sparsity_distribution`).
+BUDGETS = ('exact', 'reference')
 
 
 def check_sparsity(sparsity: float, name: str = 'sparsity') -> float:
@@ -58,7 +60,7 @@ def match_custom(custom_sparsity: Optional[Mapping[str, float]],
 
 def _erk_densities(layers: dict[str, tuple[tuple[int, ...], int]],
                    sparsity: float, distribution: str,
-                   power: float) -> dict[str, float]:
+                   power: float, budget: str = 'exact') -> dict[str, float]:
   """Solves for ER/ERK per-layer densities with the global zero budget.
 
   ``layers`` maps a leaf name to ``(layer shape, number of layers)``: a
@@ -67,7 +69,10 @@ def _erk_densities(layers: dict[str, tuple[tuple[int, ...], int]],
   to ``sparsity * sum(N_l)``. Layers whose density would exceed 1 are made
   dense and the rest re-solved, repeatedly (as in the reference
   implementation, google-research/rigl ``rigl/sparse_utils.py``,
-  ``get_sparsities_erdos_renyi``).
+  ``get_sparsities_erdos_renyi``). With ``budget='reference'`` the zeros
+  are counted as that function counts them, ``floor(sparsity * N_l)`` per
+  layer (rigl/sparse_utils.py:151-162), and ER's raw densities take no
+  power (lines 168-169).
   """
   raw = {}
   for name, (shape, _) in layers.items():
@@ -76,16 +81,20 @@ def _erk_densities(layers: dict[str, tuple[tuple[int, ...], int]],
     else:  # 'er': fan-in + fan-out of the last two dims
       n_in, n_out = (shape[-2], shape[-1]) if len(shape) >= 2 else (
           1, shape[-1])
-      raw[name] = ((n_in + n_out) / (n_in * n_out)) ** power
+      raw[name] = (n_in + n_out) / (n_in * n_out)
+      if budget != 'reference':
+        raw[name] **= power
   dense: set[str] = set()
   while True:
     rhs, divisor = 0.0, 0.0
     for name, (shape, count) in layers.items():
       n = math.prod(shape) * count
+      zeros = (num_zeros(shape, sparsity, budget) * count
+               if budget == 'reference' else n * sparsity)
       if name in dense:
-        rhs -= n * sparsity
+        rhs -= zeros
       else:
-        rhs += n * (1.0 - sparsity)
+        rhs += n - zeros
         divisor += raw[name] * n
     if divisor <= 0.0 or rhs <= 0.0:
       raise ValueError(
@@ -123,7 +132,8 @@ def sparsity_distribution(params: Any,
                           is_sparse: paths_lib.IsSparse = None,
                           custom_sparsity: Optional[Mapping[str, float]] = None,
                           erk_power_scale: float = 1.0,
-                          stacked: layers_lib.Stacked = None) -> Any:
+                          stacked: layers_lib.Stacked = None,
+                          sparsity_budget: str = 'exact') -> Any:
   """Per-leaf sparsity for a global target.
 
   Args:
@@ -141,6 +151,11 @@ def sparsity_distribution(params: Any,
     stacked: ``{path regex: axis}`` of leaves that stack layers along
       ``axis`` (see `rigl_jax.layers`); the shapes that enter ER/ERK are the
       slices', and each slice gets the leaf's sparsity.
+    sparsity_budget: how ER/ERK count zeros: ``'exact'`` (the sparse
+      leaves hold ``sparsity`` of their weights as zeros overall, up to one
+      per layer) or ``'reference'`` (the official code's budget, zeros
+      counted as ``floor(sparsity * N_l)`` per layer, for the official
+      masks bit for bit; see `num_zeros`).
 
   Returns:
     A pytree shaped like ``params`` of Python floats: each sparse leaf's
@@ -160,6 +175,9 @@ def sparsity_distribution(params: Any,
     (0.167, 0.537, 0.0)
   """
   sparsity = check_sparsity(sparsity)
+  if sparsity_budget not in BUDGETS:
+    raise ValueError(f'unknown sparsity_budget {sparsity_budget!r}; valid '
+                     f'choices are {list(BUDGETS)}')
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f'unknown sparsity distribution {distribution!r}; valid '
                      f'choices are {list(DISTRIBUTIONS)}')
@@ -172,7 +190,8 @@ def sparsity_distribution(params: Any,
     if distribution == 'uniform' or sparsity == 0.0:
       result.update({n: sparsity for n in budget})
     else:
-      dens = _erk_densities(budget, sparsity, distribution, erk_power_scale)
+      dens = _erk_densities(budget, sparsity, distribution, erk_power_scale,
+                            sparsity_budget)
       empty = [n for n, d in dens.items()
                if d * math.prod(budget[n][0]) < 1.0]
       if empty:
@@ -186,9 +205,22 @@ def sparsity_distribution(params: Any,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def num_zeros(shape: tuple[int, ...], sparsity: float) -> int:
-  """Zeros a leaf of ``shape`` holds at ``sparsity``: floor(s * N)."""
+def num_zeros(shape: tuple[int, ...], sparsity: float,
+              budget: str = 'exact') -> int:
+  """Zeros a layer of ``shape`` holds at ``sparsity``: floor(s * N).
+
+  ``budget='exact'`` reads a product within 1e-6 of an integer as that
+  integer (0.7 * 90 is 62.99999999999999 in float64: 63 zeros);
+  ``'reference'`` truncates as `get_n_zeros` does (rigl/sparse_utils.py:
+  35-36; 62 zeros there).
+
+  Example:
+    >>> num_zeros((9, 10), 0.7), num_zeros((9, 10), 0.7, 'reference')
+    (63, 62)
+  """
   x = sparsity * math.prod(shape)
+  if budget == 'reference':
+    return int(np.floor(x))
   r = round(x)
-  # Guard against float error such as 0.9 * 10 == 8.999999999999998.
+  # Guard against float error such as 0.7 * 90 == 62.99999999999999.
   return int(r if abs(x - r) < 1e-6 else math.floor(x))

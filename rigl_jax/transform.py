@@ -282,6 +282,7 @@ def sparsify(inner: optax.GradientTransformation,
              stacked: layers_lib.Stacked = None,
              seed: int = 0,
              erk_power_scale: float = 1.0,
+             sparsity_budget: str = 'exact',
              structure: Any = 'unstructured',
              **method_kwargs: Any,
              ) -> SparseTransformation:
@@ -319,6 +320,10 @@ def sparsify(inner: optax.GradientTransformation,
     seed: seed of the random initial masks and of SET's regrowth (unless
       `masked_init` is given a ``key``).
     erk_power_scale: exponent of the ER/ERK raw densities.
+    sparsity_budget: ``'exact'`` or ``'reference'``: how ER/ERK count the
+      zeros and how many zeros a layer's mask holds (see
+      `distributions.sparsity_distribution`); ``'reference'`` gives the
+      official code's per-layer counts bit for bit.
     structure: ``'unstructured'``, or ``'N:M'`` (e.g. ``'2:4'``): every
       sparse layer keeps exactly N nonzeros in each group of M along its
       input dimension (see `rigl_jax.structure`); ``sparsity`` must then be
@@ -361,6 +366,9 @@ def sparsify(inner: optax.GradientTransformation,
   if distribution not in distributions.DISTRIBUTIONS:
     raise ValueError(f'unknown sparsity distribution {distribution!r}; valid '
                      f'choices are {list(distributions.DISTRIBUTIONS)}')
+  if sparsity_budget not in distributions.BUDGETS:
+    raise ValueError(f'unknown sparsity_budget {sparsity_budget!r}; valid '
+                     f'choices are {list(distributions.BUDGETS)}')
   schedules.parse_drop_fraction_schedule(drop_fraction_schedule)
   _check_schedule_args(m, update_freq, begin_step, end_step, drop_fraction)
   pred = paths_lib.make_is_sparse(is_sparse)
@@ -398,7 +406,7 @@ def sparsify(inner: optax.GradientTransformation,
       sps = paths_lib.flatten(distributions.sparsity_distribution(
           params, sparsity, distribution, is_sparse=is_sparse,
           custom_sparsity=custom_sparsity, erk_power_scale=erk_power_scale,
-          stacked=stacked))[0]
+          stacked=stacked, sparsity_budget=sparsity_budget))[0]
     fixed = set(distributions.match_custom(
         custom_sparsity,
         list(distributions.sparse_layers(params, is_sparse, stacked))))
@@ -439,7 +447,8 @@ def sparsify(inner: optax.GradientTransformation,
     shapes, keep = [], []
     for lf in leaves:
       n_keep = (int(np.prod(lf.layer_shape)) -
-                distributions.num_zeros(lf.layer_shape, lf.sparsity))
+                distributions.num_zeros(lf.layer_shape, lf.sparsity,
+                                        sparsity_budget))
       shapes += [lf.layer_shape] * len(lf.ids)
       keep += [n_keep] * len(lf.ids)
     drawn = masks_lib.random_layer_masks(key, shapes, keep)

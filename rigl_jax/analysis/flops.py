@@ -156,7 +156,8 @@ def sparsities_from_distribution(params: Any, sparsity: float,
   for path, s in flat:
     name = paths_lib.path_str(path)
     shape = shapes[name]
-    out[name] = distributions.num_zeros(shape, s) / math.prod(shape)
+    out[name] = distributions.num_zeros(
+        shape, s, kwargs.get('sparsity_budget', 'exact')) / math.prod(shape)
   return out
 
 

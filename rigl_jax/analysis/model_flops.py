@@ -159,7 +159,8 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
   sparsities = flops.sparsities_from_distribution(
       params, float(sp_cfg.sparsity), sp_cfg.get('distribution', 'erk'),
       is_sparse=is_sparse, custom_sparsity=dict(custom) if custom else None,
-      erk_power_scale=float(sp_cfg.get('erk_power_scale', 1.0)))
+      erk_power_scale=float(sp_cfg.get('erk_power_scale', 1.0)),
+      sparsity_budget=sp_cfg.get('sparsity_budget', 'exact'))
   steps_1x = steps_lib.steps_1x(config, num_train)
   multiplier = float(config.get('training_multiplier', 1.0))
   total = steps_lib.num_train_steps(config, num_train)
