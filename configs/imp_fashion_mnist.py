@@ -2,9 +2,10 @@
 
 Iterative magnitude pruning (Frankle & Carbin 2019; Frankle et al. 2019):
 train, prune 20% of the remaining weights by global magnitude, rewind
-weights, BN state and optimizer state / learning-rate schedule to step
-``imp.rewind_step``, retrain with the new mask (static sparse training);
-``imp.rounds`` times. Round n has sparsity 1 - 0.8^n of the kernels
+weights and BN state to step ``imp.rewind_step`` with a fresh optimizer whose
+learning-rate schedule starts at that step (open_lth), retrain with the new
+mask (static sparse training); ``imp.rounds`` times. ``imp.controls``
+adds open_lth's control branches ('random_reinit', 'random_mask'). Round n has sparsity 1 - 0.8^n of the kernels
 (n = 10: 89.3%, 12: 93.1%).
 
 Usage:

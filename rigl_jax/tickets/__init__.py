@@ -21,10 +21,12 @@ from rigl_jax.tickets.cs import temperature
 from rigl_jax.tickets.imp import expected_remaining
 from rigl_jax.tickets.imp import num_pruned
 from rigl_jax.tickets.imp import prune_remaining
+from rigl_jax.tickets.imp import CONTROLS
 from rigl_jax.tickets.imp import SCOPES
+from rigl_jax.tickets.imp import shuffle_layerwise
 
 __all__ = (
-    'SCOPES', 'expected_remaining', 'gate', 'gated_params', 'hard_masks',
-    'init_logits', 'num_pruned', 'penalty', 'prune_remaining', 'reset_logits',
-    'temperature',
+    'CONTROLS', 'SCOPES', 'expected_remaining', 'gate', 'gated_params',
+    'hard_masks', 'init_logits', 'num_pruned', 'penalty', 'prune_remaining',
+    'reset_logits', 'shuffle_layerwise', 'temperature',
 )

@@ -36,6 +36,12 @@ from rigl_jax import selection
 
 SCOPES = ('global', 'layer')
 
+# open_lth's control branches of a pruning level (lottery/branch/): the
+# level's mask on a fresh random initialisation (`randomly_reinitialize`),
+# and a random mask with the level's per-layer sparsities on the rewound
+# weights (`randomly_prune`, strategy 'layerwise').
+CONTROLS = ('random_reinit', 'random_mask')
+
 # Compiled once per set of shapes; k is traced.
 _top_k_masks = jax.jit(selection.top_k_masks)
 _top_k_mask = jax.jit(selection.top_k_mask)
@@ -109,3 +115,34 @@ def expected_remaining(total: int, rounds: int, fraction: float = 0.2) -> int:
   for _ in range(rounds):
     r -= num_pruned(fraction, r)
   return r
+
+
+def shuffle_layerwise(masks: Any, key: jax.Array) -> Any:
+  """Each sparse leaf's mask permuted at random: the same count of active
+  weights per leaf, at random positions (open_lth's ``randomly_prune`` with
+  strategy ``'layerwise'``, lottery/branch/randomly_prune.py).
+
+  Args:
+    masks: bool per sparse leaf, None per dense leaf.
+    key: PRNG key; leaf i uses ``fold_in(key, i)``.
+
+  Returns:
+    The shuffled masks.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> m = {'w': jnp.arange(12).reshape(3, 4) < 5, 'b': None}
+    >>> out = shuffle_layerwise(m, jax.random.PRNGKey(0))
+    >>> int(out['w'].sum()), out['w'].shape, out['b']
+    (5, (3, 4), None)
+  """
+  leaves, treedef = jax.tree.flatten(masks, is_leaf=lambda x: x is None)
+  out = []
+  for i, m in enumerate(leaves):
+    if m is None:
+      out.append(None)
+      continue
+    m = jnp.asarray(m, bool)
+    flat = jax.random.permutation(jax.random.fold_in(key, i), m.ravel())
+    out.append(flat.reshape(m.shape))
+  return jax.tree.unflatten(treedef, out)

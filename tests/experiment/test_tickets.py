@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import rigl_jax
@@ -223,6 +224,50 @@ def test_rewinding_restores_the_saved_iterate_bit_for_bit(tmp_path):
   assert np.any(np.asarray(trained.params[name]['bias']))
 
 
+def test_imp_rewind_starts_a_fresh_optimizer_with_the_schedule_at_k(
+    tmp_path):
+  """open_lth: weights of step k, a new optimizer, the learning-rate
+  schedule stepped k times (training/train.py:64-88)."""
+  config = _tiny(imp_fashion_mnist.get_config(), steps=8)
+  config.optimizer.schedule = 'cosine'
+  setup = search.prepare(config, str(tmp_path))
+  state = builders.create_train_state(config, setup.model,
+                                      setup.static_tx(None), setup.info,
+                                      jax.random.PRNGKey(0))
+  k = 3
+  saved = search.snapshot(search.train_to(setup, state, k, 100, 't'))
+  masks = rigl_jax.get_masks(saved.opt_state)
+  rewound = search.rewind(saved, masks, setup.inner)
+  inner = rigl_jax.get_sparse_state(rewound.opt_state).inner_state
+  fresh = setup.inner.init(saved.params)
+  counts = [x.count for x in jax.tree.leaves(
+      inner, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(x, optax.ScaleByScheduleState)]
+  assert [int(c) for c in counts] == [k]
+  # Everything else is a new optimizer's: momentum at 0.
+  traces = [x for x in jax.tree.leaves(inner) if x.ndim > 0]
+  assert traces and all(not np.any(np.asarray(t)) for t in traces)
+  assert len(jax.tree.leaves(inner)) == len(jax.tree.leaves(fresh))
+  # The saved momentum was not zero: the old rewind kept it.
+  kept = rigl_jax.get_sparse_state(search.rewind(saved, masks).opt_state)
+  assert any(np.any(np.asarray(t)) for t in jax.tree.leaves(kept.inner_state)
+             if t.ndim > 0)
+  # The weights, batch statistics and step are the saved ones.
+  assert int(rewound.step) == k
+  for a, b in zip(jax.tree.leaves(saved.params),
+                  jax.tree.leaves(rewound.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_shuffle_layerwise_keeps_each_layer_count():
+  masks = tickets.prune_remaining(_random_params(), _all_true(
+      _random_params()), 0.6, 'global')
+  out = tickets.shuffle_layerwise(masks, jax.random.PRNGKey(3))
+  for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(out)):
+    assert int(np.sum(a)) == int(np.sum(b)) and np.any(
+        np.asarray(a) != np.asarray(b))
+
+
 # --- Drivers end to end ----------------------------------------------------
 
 
@@ -245,6 +290,32 @@ def test_imp_driver_writes_the_curve(tmp_path):
   assert saved['test_accuracy'] == results['test_accuracy'] == curve[-1][
       'test_accuracy']
   assert saved['config']['imp']['rounds'] == 2
+  assert 'controls' not in saved
+
+
+def test_imp_control_branches(tmp_path):
+  config = _tiny(imp_fashion_mnist.get_config(), steps=6)
+  config.imp.rounds = 2
+  config.imp.rewind_step = 2
+  config.imp.controls = ('random_reinit', 'random_mask')
+  saved = search.run(config, str(tmp_path))
+  curve, controls = saved['curve'], saved['controls']
+  assert sorted(controls) == ['random_mask', 'random_reinit']
+  for name, rows in controls.items():
+    assert [r['round'] for r in rows] == [1, 2], name
+    for row, lottery in zip(rows, curve[1:]):
+      # The same per-layer counts as the round's ticket.
+      assert row['nnz'] == lottery['nnz']
+      assert row['layer_sparsity'] == pytest.approx(
+          lottery['layer_sparsity'])
+      assert 0.0 <= row['test_accuracy'] <= 1.0
+  # Different starts train to different models.
+  assert {r['test_loss'] for r in controls['random_reinit']} != {
+      r['test_loss'] for r in curve[1:]}
+  with pytest.raises(ValueError, match='controls'):
+    bad = _tiny(imp_fashion_mnist.get_config(), steps=6)
+    bad.imp.controls = ('shuffle',)
+    search.run(bad, str(tmp_path / 'bad'))
 
 
 def test_cs_driver_writes_the_curve_and_resets_between_rounds(tmp_path,

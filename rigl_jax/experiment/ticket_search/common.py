@@ -45,6 +45,9 @@ CONFIG_SECTIONS = {
         'prune_fraction': validation.number(0, 1),
         'scope': validation.choice(*imp.SCOPES),
         'rewind_step': validation.integer(0),
+        'controls': lambda v: None if isinstance(v, (list, tuple)) and all(
+            c in imp.CONTROLS for c in v) else (
+                f'a list of controls out of {list(imp.CONTROLS)}'),
     },
     'cs': {
         'lambdas': _lambdas_check,
@@ -62,7 +65,7 @@ CONFIG_SECTIONS = {
 # Defaults of the fields a config leaves out.
 DEFAULTS = {
     'imp': {'rounds': 5, 'prune_fraction': 0.2, 'scope': 'global',
-            'rewind_step': 0},
+            'rewind_step': 0, 'controls': ()},
     'cs': {'lambdas': (1e-5,), 'mask_init': 0.0, 'final_temperature': 200.0,
            'rounds': 2, 'rewind_step': 0, 'mask_lr': 0.1,
            'mask_momentum': 0.9, 'mask_nesterov': False},
@@ -108,6 +111,7 @@ class Setup(NamedTuple):
   info: data_lib.DatasetInfo
   lr_fn: optax.Schedule
   total_steps: int
+  inner: optax.GradientTransformation
   static_tx: Callable[[Any], optax.GradientTransformationExtraArgs]
   is_sparse: Any
   train_step: Callable
@@ -152,7 +156,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
                             rng=jax.random.PRNGKey(0))
     return train.evaluate(eval_step, slim, data, split, info.kind)
 
-  return Setup(data, model, info, lr_fn, total_steps, static_tx,
+  return Setup(data, model, info, lr_fn, total_steps, inner, static_tx,
                 fields.get('is_sparse'), train_step, evaluate)
 
 
@@ -161,7 +165,23 @@ def snapshot(state: Any) -> Any:
   return jax.device_get(state)
 
 
-def rewind(saved: builders.TrainState, masks: Any) -> builders.TrainState:
+def fast_forward(inner_state: Any, step: int) -> Any:
+  """A fresh inner optimizer state whose learning-rate schedules stand at
+  ``step`` (open_lth's ``lr_schedule.step()`` k times on a new optimizer,
+  training/train.py:64-88); every other counter (Adam's bias correction)
+  starts at 0, as a new optimizer's does."""
+  def visit(x):
+    if isinstance(x, optax.ScaleByScheduleState):
+      return x._replace(count=jnp.asarray(step, x.count.dtype))
+    return x
+  return jax.tree.map(
+      visit, inner_state,
+      is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+
+
+def rewind(saved: builders.TrainState, masks: Any,
+           inner: Optional[optax.GradientTransformation] = None
+           ) -> builders.TrainState:
   """The iterate ``saved`` at step k, restarted with ``masks``.
 
   Args:
@@ -171,14 +191,20 @@ def rewind(saved: builders.TrainState, masks: Any) -> builders.TrainState:
       ticket search may prune a whole layer; its mask is then all False and
       the layer stays at zero (`sparsify`'s ``init_masks`` refuses such a
       mask from users, so the masks go into the state directly).
+    inner: the inner optimizer: given, the optimizer restarts fresh with its
+      learning-rate schedule at step k (`fast_forward`, open_lth's rewind);
+      None: ``saved``'s optimizer state (momentum included) is kept.
 
   Returns:
-    ``saved``'s weights (masked), batch statistics, inner optimizer state,
-    step counters and rng, with ``masks`` in the sparse state. Momentum left
-    at pruned positions is harmless: a static transform keeps them at zero.
+    ``saved``'s weights (masked), batch statistics, step counters and rng,
+    the optimizer state as ``inner`` says, with ``masks`` in the sparse
+    state. Momentum left at pruned positions is harmless: a static
+    transform keeps them at zero.
   """
   state = jax.tree.map(jnp.array, saved)
-  masks = jax.tree.map(lambda m: None if m is None else jnp.asarray(m, bool),
+  # Copies: the state's buffers are donated to the train step, and the
+  # caller's masks may be used again (a control branch, the next round).
+  masks = jax.tree.map(lambda m: None if m is None else jnp.array(m, bool),
                        masks, is_leaf=lambda x: x is None)
   params = rigl_jax.apply_masks(state.params, masks)
   old = rigl_jax.get_sparse_state(state.opt_state)
@@ -186,7 +212,11 @@ def rewind(saved: builders.TrainState, masks: Any) -> builders.TrainState:
       jax.tree.structure(masks, is_leaf=lambda x: x is None)):
     raise ValueError('rewind: the masks do not match the sparse leaves of '
                      'the saved optimizer state')
-  return state.replace(params=params, opt_state=old._replace(masks=masks))
+  opt_state = old._replace(masks=masks)
+  if inner is not None:
+    opt_state = opt_state._replace(inner_state=fast_forward(
+        inner.init(params), int(state.step)))
+  return state.replace(params=params, opt_state=opt_state)
 
 
 def train_to(setup: Setup, state: builders.TrainState, stop: int,
