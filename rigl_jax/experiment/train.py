@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from absl import logging
 from clu import periodic_actions
@@ -65,7 +65,9 @@ def _all_finite(loss: jax.Array, grads: Any) -> jax.Array:
 def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
                     label_smoothing: float, *, on_nonfinite: str = 'stop',
                     state_sharding: Any = None,
-                    batch_sharding: Any = None) -> Callable:
+                    batch_sharding: Any = None,
+                    param_transform: Optional[Callable[[Any], Any]] = None
+                    ) -> Callable:
   """The jitted step: forward, dense gradient, sparse optimizer update.
 
   Args:
@@ -80,6 +82,8 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
       was, apart from the step counter).
     state_sharding: shardings of the `TrainState` (None: jit's default).
     batch_sharding: sharding of every batch array.
+    param_transform: the weights the model sees, from the params (the
+      gradient flows through it); None: the params themselves.
 
   Returns:
     ``step(state, batch, mask_update=None) -> (state, metrics)``, jitted,
@@ -93,7 +97,8 @@ def make_train_step(model: nn.Module, tx, lr_fn, kind: str, num_classes: int,
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-      variables = {'params': params}
+      variables = {'params': (params if param_transform is None
+                              else param_transform(params))}
       if state.batch_stats is not None:
         variables['batch_stats'] = state.batch_stats
       logits, new_vars = model.apply(

@@ -17,7 +17,9 @@ from rigl_jax.tickets.cs import hard_masks
 from rigl_jax.tickets.cs import init_logits
 from rigl_jax.tickets.cs import penalty
 from rigl_jax.tickets.cs import reset_logits
+from rigl_jax.tickets.cs import scaled_params
 from rigl_jax.tickets.cs import temperature
+from rigl_jax.tickets.cs import ticket_scale
 from rigl_jax.tickets.imp import expected_remaining
 from rigl_jax.tickets.imp import num_pruned
 from rigl_jax.tickets.imp import prune_remaining
@@ -28,5 +30,6 @@ from rigl_jax.tickets.imp import shuffle_layerwise
 __all__ = (
     'CONTROLS', 'SCOPES', 'expected_remaining', 'gate', 'gated_params',
     'hard_masks', 'init_logits', 'num_pruned', 'penalty', 'prune_remaining',
-    'reset_logits', 'shuffle_layerwise', 'temperature',
+    'reset_logits', 'scaled_params', 'shuffle_layerwise', 'temperature',
+    'ticket_scale',
 )

@@ -6,10 +6,15 @@ Every sparse kernel ``w`` gets mask logits ``s`` of its shape, initialised to
     w * sigmoid(beta * s) / sigmoid(s0)
 
 (the gate is exactly 1 at ``s = s0, beta = 1``) and the loss adds
-``lambda * sum(sigmoid(beta * s))`` over all masks. The temperature ``beta``
-grows exponentially over the epochs of a search round to its final value;
-between rounds the logits above ``s0`` are reset to ``s0`` and ``beta``
-restarts at 1. The ticket is the hard mask ``1[s > 0]`` (no rescaling).
+``lambda * sum(sigmoid(beta * s) / sigmoid(s0))`` over all masks: the
+penalty is the sum of the gates themselves, as in the authors' code
+(`SoftMaskedConv2d.compute_mask` is what main.py sums,
+lolemacs/continuous-sparsification models/layers.py:30-34, main.py:74-76).
+The temperature ``beta`` grows exponentially over the epochs of a search
+round to its final value; between rounds the logits above ``s0`` are reset
+to ``s0`` and ``beta`` restarts at 1. The ticket is the hard mask
+``1[s > 0]``, and the retrained ticket sees ``w * 1[s > 0] / sigmoid(s0)``
+(`ticket_scale`; the same scaling, layers.py:31-34).
 
 Logit trees are shaped like the params with ``None`` for dense leaves, as
 mask trees are (`rigl_jax.get_masks`). Everything here is jit-compatible.
@@ -21,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -74,12 +80,32 @@ def gated_params(params: Any, logits: Any, beta: Any, s0: Any) -> Any:
       logits, params)
 
 
-def penalty(logits: Any, beta: Any) -> jax.Array:
-  """``sum(sigmoid(beta * s))`` over every mask entry (lambda not applied)."""
+def penalty(logits: Any, beta: Any, s0: Any) -> jax.Array:
+  """``sum(sigmoid(beta * s)) / sigmoid(s0)`` over every mask entry: the sum
+  of the gates (lambda not applied)."""
   total = jnp.zeros([], jnp.float32)
   for s in jax.tree.leaves(logits):
     total = total + jnp.sum(jax.nn.sigmoid(beta * s), dtype=jnp.float32)
-  return total
+  return total / jax.nn.sigmoid(jnp.asarray(s0, jnp.float32))
+
+
+def ticket_scale(s0: float) -> float:
+  """What the retrained ticket multiplies its active weights by:
+  ``1 / sigmoid(s0)`` (2 at ``s0 = 0``).
+
+  Example:
+    >>> ticket_scale(0.0)
+    2.0
+  """
+  return 1.0 + math.exp(-float(s0))
+
+
+def scaled_params(params: Any, masks: Any, scale: float) -> Any:
+  """``w * scale`` on the sparse leaves (a mask that is not None), the
+  other leaves as they are: the weights the retrained ticket's model sees."""
+  return jax.tree.map(
+      lambda m, w: w if m is None else w * jnp.asarray(scale, w.dtype),
+      masks, params, is_leaf=lambda x: x is None)
 
 
 def reset_logits(logits: Any, s0: float) -> Any:

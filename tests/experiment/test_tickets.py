@@ -78,11 +78,12 @@ def test_cs_gate_is_the_formula_and_the_ticket_is_binary():
                                w * _sigmoid(beta * s) / _sigmoid(s0),
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(gated[name]['bias'], params[name]['bias'])
+  # The penalty is the sum of the gates (the authors' code sums the masks).
   expected_penalty = sum(_sigmoid(beta * np.asarray(s)).sum()
-                         for s in jax.tree.leaves(logits))
-  assert float(jax.jit(tickets.penalty)(logits, beta)) == pytest.approx(
+                         for s in jax.tree.leaves(logits)) / _sigmoid(s0)
+  assert float(jax.jit(tickets.penalty)(logits, beta, s0)) == pytest.approx(
       expected_penalty, rel=1e-5)
-  # The ticket: exactly 1[s > 0], bool, and params * mask with no rescaling.
+  # The ticket: exactly 1[s > 0], bool.
   masks = tickets.hard_masks(logits)
   for name in params:
     m = masks[name]['kernel']
@@ -91,6 +92,45 @@ def test_cs_gate_is_the_formula_and_the_ticket_is_binary():
     ticket = rigl_jax.apply_masks(params, masks)[name]['kernel']
     np.testing.assert_array_equal(
         ticket, np.where(m, np.asarray(params[name]['kernel']), 0.0))
+
+
+def test_cs_penalty_and_ticket_scale_hand_computed():
+  # sigmoid(2 * 0) + sigmoid(2) + sigmoid(-2) = 0.5 + 1, over sigmoid(0).
+  logits = {'a': {'kernel': jnp.array([0.0, 1.0, -1.0]), 'bias': None}}
+  assert float(tickets.penalty(logits, 2.0, 0.0)) == pytest.approx(3.0)
+  assert float(tickets.penalty(logits, 2.0, 1.0)) == pytest.approx(
+      1.5 / _sigmoid(1.0), rel=1e-6)
+  # The retrained ticket sees w * 1[s > 0] / sigmoid(s0): twice w at s0 = 0.
+  assert tickets.ticket_scale(0.0) == 2.0
+  assert tickets.ticket_scale(-0.1) == pytest.approx(1 / _sigmoid(-0.1))
+  params = {'a': {'kernel': jnp.array([1.0, -2.0, 3.0]),
+                  'bias': jnp.array([0.5])}}
+  masks = {'a': {'kernel': jnp.array([True, False, True]), 'bias': None}}
+  out = tickets.scaled_params(rigl_jax.apply_masks(params, masks), masks, 2.0)
+  np.testing.assert_array_equal(out['a']['kernel'], [2.0, 0.0, 6.0])
+  np.testing.assert_array_equal(out['a']['bias'], [0.5])
+
+
+def test_cs_ticket_retrains_from_a_fresh_optimizer_over_the_whole_schedule(
+    tmp_path):
+  config = _tiny(cs_fashion_mnist.get_config(), steps=8)
+  setup = search.prepare(config, str(tmp_path))
+  state = builders.create_train_state(config, setup.model,
+                                      setup.static_tx(None), setup.info,
+                                      jax.random.PRNGKey(0))
+  saved = search.snapshot(search.train_to(setup, state, 3, 100, 't'))
+  ticket = search.rewind(saved, rigl_jax.get_masks(saved.opt_state),
+                         setup.inner, start_step=0)
+  assert int(ticket.step) == 0
+  inner = rigl_jax.get_sparse_state(ticket.opt_state).inner_state
+  for x in jax.tree.leaves(
+      inner, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState)):
+    if isinstance(x, optax.ScaleByScheduleState):
+      assert int(x.count) == 0
+  assert all(not np.any(np.asarray(t)) for t in jax.tree.leaves(inner))
+  for a, b in zip(jax.tree.leaves(saved.params),
+                  jax.tree.leaves(ticket.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
 
 
 def test_cs_temperature_reaches_the_final_value_at_the_last_epoch():

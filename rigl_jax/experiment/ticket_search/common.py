@@ -66,9 +66,11 @@ CONFIG_SECTIONS = {
 DEFAULTS = {
     'imp': {'rounds': 5, 'prune_fraction': 0.2, 'scope': 'global',
             'rewind_step': 0, 'controls': ()},
-    'cs': {'lambdas': (1e-5,), 'mask_init': 0.0, 'final_temperature': 200.0,
-           'rounds': 2, 'rewind_step': 0, 'mask_lr': 0.1,
-           'mask_momentum': 0.9, 'mask_nesterov': False},
+    # The authors' defaults (main.py:16-31): 3 rounds, lambda 1e-8, both
+    # optimizers SGD with Nesterov momentum 0.9, the mask's at lr 0.1.
+    'cs': {'lambdas': (1e-8,), 'mask_init': 0.0, 'final_temperature': 200.0,
+           'rounds': 3, 'rewind_step': 0, 'mask_lr': 0.1,
+           'mask_momentum': 0.9, 'mask_nesterov': True},
 }
 
 
@@ -165,23 +167,27 @@ def snapshot(state: Any) -> Any:
   return jax.device_get(state)
 
 
-def fast_forward(inner_state: Any, step: int) -> Any:
-  """A fresh inner optimizer state whose learning-rate schedules stand at
-  ``step`` (open_lth's ``lr_schedule.step()`` k times on a new optimizer,
-  training/train.py:64-88); every other counter (Adam's bias correction)
-  starts at 0, as a new optimizer's does."""
+def fast_forward(opt_state: Any, step: int) -> Any:
+  """``opt_state`` with its learning-rate schedules standing at ``step``.
+
+  On a fresh state: open_lth's ``lr_schedule.step()`` k times on a new
+  optimizer (training/train.py:64-88); every other counter (Adam's bias
+  correction) stays where it is (0 on a new optimizer). With ``step = 0``
+  on a used state: the CS code's schedule restarting every round while the
+  momentum carries on (main.py:66, 110-117).
+  """
   def visit(x):
     if isinstance(x, optax.ScaleByScheduleState):
       return x._replace(count=jnp.asarray(step, x.count.dtype))
     return x
   return jax.tree.map(
-      visit, inner_state,
+      visit, opt_state,
       is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
 
 
 def rewind(saved: builders.TrainState, masks: Any,
-           inner: Optional[optax.GradientTransformation] = None
-           ) -> builders.TrainState:
+           inner: Optional[optax.GradientTransformation] = None,
+           start_step: Optional[int] = None) -> builders.TrainState:
   """The iterate ``saved`` at step k, restarted with ``masks``.
 
   Args:
@@ -194,6 +200,9 @@ def rewind(saved: builders.TrainState, masks: Any,
     inner: the inner optimizer: given, the optimizer restarts fresh with its
       learning-rate schedule at step k (`fast_forward`, open_lth's rewind);
       None: ``saved``'s optimizer state (momentum included) is kept.
+    start_step: with ``inner``: the step training restarts from (its
+      learning rate and data) instead of k; 0 retrains the rewound weights
+      over the whole schedule (the CS code's final ticket).
 
   Returns:
     ``saved``'s weights (masked), batch statistics, step counters and rng,
@@ -214,8 +223,10 @@ def rewind(saved: builders.TrainState, masks: Any,
                      'the saved optimizer state')
   opt_state = old._replace(masks=masks)
   if inner is not None:
+    step = int(state.step) if start_step is None else int(start_step)
     opt_state = opt_state._replace(inner_state=fast_forward(
-        inner.init(params), int(state.step)))
+        inner.init(params), step))
+    state = state.replace(step=jnp.asarray(step, state.step.dtype))
   return state.replace(params=params, opt_state=opt_state)
 
 

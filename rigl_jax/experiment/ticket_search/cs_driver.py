@@ -45,8 +45,9 @@ def make_search_step(model, tx, mask_tx, kind: str, num_classes: int,
   """The jitted CS step ``(state, batch, beta, lam) -> (state, metrics)``.
 
   The model sees ``w * sigmoid(beta s) / sigmoid(s0)`` on sparse leaves; the
-  loss is the cross-entropy plus ``lam * sum(sigmoid(beta s))``. Weights are
-  updated by ``tx``, logits by ``mask_tx`` (no weight decay).
+  loss is the cross-entropy plus ``lam * sum(sigmoid(beta s) / sigmoid(s0))``
+  (`cs.penalty`). Weights are updated by ``tx``, logits by ``mask_tx`` (no
+  weight decay).
   """
   inputs_key = 'image' if kind == 'image' else 'inputs'
 
@@ -63,7 +64,7 @@ def make_search_step(model, tx, mask_tx, kind: str, num_classes: int,
       # pylint: disable-next=protected-access
       loss, correct = train.loss_and_metrics(out, batch, kind, num_classes,
                                               label_smoothing)
-      pen = cs.penalty(logits, beta)
+      pen = cs.penalty(logits, beta, s0)
       return loss.mean() + lam * pen, (new_vars.get('batch_stats'),
                                        loss.mean(), correct.mean(), pen)
 
@@ -88,11 +89,14 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   For each ``lambda`` in ``config.cs.lambdas``, from the same initial
   weights: ``config.cs.rounds`` search rounds of ``total_steps`` each (the
   temperature grows per epoch from 1 to ``config.cs.final_temperature``;
-  between rounds logits above ``config.cs.mask_init`` are reset to it and
-  the weight and logit optimizers restart; weights are not rewound). The
-  ticket ``1[s > 0]`` is then trained with static sparse training from the
-  iterate at step ``config.cs.rewind_step`` of the first round, to
-  ``total_steps``.
+  between rounds logits above ``config.cs.mask_init`` are reset to it, the
+  learning-rate schedules restart and the weight and logit optimizers keep
+  their momentum; weights are not rewound). The ticket ``1[s > 0]`` is then
+  trained with static sparse training, ``w * 1[s > 0] / sigmoid(s0)``, from
+  the weights and batch statistics of step ``config.cs.rewind_step`` of the
+  first round with a fresh optimizer over the whole schedule
+  (``total_steps``). All as in the authors' code
+  (lolemacs/continuous-sparsification main.py:110-123, models/layers.py).
 
   Returns:
     The results written to ``<workdir>/results.json``: ``curve`` (per lambda
@@ -126,6 +130,9 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   search_step = make_search_step(
       setup.model, dense_tx, mask_tx, info.kind, info.num_classes,
       config.optimizer.label_smoothing, s0)
+  # The ticket's model sees its sparse weights times 1 / sigmoid(s0).
+  scale = cs.ticket_scale(s0)
+  ticket_step = None  # built with the first logits (which leaves are sparse)
 
   results = {'ticket_search': 'cs', 'mask_init': s0, 'final_temperature':
              final_temp, 'rounds': rounds, 'rewind_step': k,
@@ -138,14 +145,25 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     params, batch_stats = init.params, init.batch_stats
     rng = jax.device_get(init.rng)  # a fresh copy per round (donation)
     logits = cs.init_logits(params, s0, setup.is_sparse)
+    if ticket_step is None:
+      sparse = jax.tree.map(lambda x: None if x is None else True, logits,
+                            is_leaf=lambda x: x is None)
+      ticket_step = train.make_train_step(
+          setup.model, dense_tx, setup.lr_fn, info.kind, info.num_classes,
+          config.optimizer.label_smoothing,
+          param_transform=lambda p, sp=sparse: cs.scaled_params(p, sp, scale))
+    # Both optimizers live across the rounds (main.py:110-118).
+    opt_state, mask_opt_state = dense_tx.init(params), mask_tx.init(logits)
     saved = None
     for r in range(rounds):
       if r > 0:
         logits = cs.reset_logits(logits, s0)
       state = SearchState(
           step=jnp.zeros([], jnp.int32), params=params, logits=logits,
-          batch_stats=batch_stats, opt_state=dense_tx.init(params),
-          mask_opt_state=mask_tx.init(logits), rng=jnp.array(rng))
+          batch_stats=batch_stats,
+          opt_state=common.fast_forward(opt_state, 0),
+          mask_opt_state=common.fast_forward(mask_opt_state, 0),
+          rng=jnp.array(rng))
       # Each round reads a fresh stretch of the (deterministic) data stream.
       batches = setup.data.train_batches(r * setup.total_steps)
       beta = None
@@ -167,10 +185,12 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
               (i + 1) / max(time.time() - t0, 1e-9))
       params, logits, batch_stats = (state.params, state.logits,
                                      state.batch_stats)
+      opt_state, mask_opt_state = state.opt_state, state.mask_opt_state
       masks = cs.hard_masks(logits)
       soft = setup.evaluate(cs.gated_params(params, logits, beta, s0),
                             batch_stats)
-      hard = setup.evaluate(rigl_jax.apply_masks(params, masks), batch_stats)
+      hard = setup.evaluate(cs.scaled_params(
+          rigl_jax.apply_masks(params, masks), masks, scale), batch_stats)
       row = {'lambda': lam, 'round': r, **common.sparsity(masks),
              'final_temperature': float(beta),
              'search_test_accuracy': soft['accuracy'],
@@ -182,11 +202,13 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       results['wall_time_s'] = time.time() - t_start
       common.write(workdir, results)
 
-    ticket = common.rewind(saved, masks)
-    ticket = common.train_to(setup, ticket, setup.total_steps, log_every,
-                      f'cs lambda {lam:g} ticket')
+    ticket = common.rewind(saved, masks, setup.inner, start_step=0)
+    ticket = common.train_to(setup._replace(train_step=ticket_step), ticket,
+                             setup.total_steps, log_every,
+                             f'cs lambda {lam:g} ticket')
     masks = rigl_jax.get_masks(ticket.opt_state)
-    test = setup.evaluate(ticket.params, ticket.batch_stats)
+    test = setup.evaluate(cs.scaled_params(ticket.params, masks, scale),
+                          ticket.batch_stats)
     row = {'lambda': lam, **common.sparsity(masks), 'test_accuracy':
            test['accuracy'], 'test_loss': test['loss']}
     results['tickets'].append(row)
