@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
       object)
   config.sparsity.stacked = ml_collections.config_dict.placeholder(object)
   config.sparsity.erk_power_scale = 1.0
+  # 'reference': the official code's ERK zero budget and per-layer zero
+  # counts (floor(s * N_l)), for its masks bit for bit.
+  config.sparsity.sparsity_budget = 'exact'
   # Method hyperparameters (each method reads its own).
   # What new connections start at: 'zeros', 'random_normal', 'random_uniform'
   # (RigL also 'grad_scale', 'grad_sign'), each optionally '_K'-divided.
@@ -72,6 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_fraction = 0.02
   config.optimizer.step_decay_at = (0.5, 0.75)
   config.optimizer.step_decay_factor = 0.1
+  # schedule='step' with (multiplier, start step of the 1x run) pairs, as the
+  # reference's LR_SCHEDULE (warm-up to the first start; starts scale with
+  # training_multiplier); replaces step_decay_at/factor and warmup_fraction.
+  config.optimizer.step_multipliers = ()
   config.optimizer.grad_clip_norm = 0.0
 
   config.num_epochs = 20.0

@@ -8,6 +8,8 @@ with keys ``method`` (dense, static, set, snfs, rigl, pruning),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ml_collections
 
 from rigl_jax import methods as methods_lib
@@ -41,6 +43,8 @@ def parse(arg: str | None, **defaults) -> dict:
 def sparsity_config(method: str, dist: str, sparsity: float, *,
                     update_freq: int, first_layer: str | None,
                     drop_fraction: float = 0.3,
+                    end_step: int | None = None,
+                    dense: Sequence[str] = (),
                     pruning_steps: tuple[int, int, int] | None = None
                     ) -> ml_collections.ConfigDict:
   """``config.sparsity`` for one method, as the paper's code sets it.
@@ -53,6 +57,10 @@ def sparsity_config(method: str, dist: str, sparsity: float, *,
     first_layer: kernel path of the first layer, kept dense with the uniform
       distribution as in the reference code (None: no such rule).
     drop_fraction: initial drop fraction (cosine schedule).
+    end_step: last mask-update step (None: ``end_fraction`` 0.75 of
+      training).
+    dense: path regexes (full match) of kernels kept dense whatever the
+      distribution (sparsity 0.0, left out of the distribution's budget).
     pruning_steps: (begin, end, frequency) of gradual pruning.
   """
   c = ml_collections.ConfigDict()
@@ -62,12 +70,17 @@ def sparsity_config(method: str, dist: str, sparsity: float, *,
   c.update_freq = update_freq
   c.begin_step = 0
   c.end_step = ml_collections.config_dict.placeholder(int)
+  if end_step is not None:
+    c.end_step = end_step
   c.end_fraction = 0.75
   c.drop_fraction = drop_fraction
   c.drop_fraction_schedule = 'cosine'
   c.seed = 0
-  if dist == 'uniform' and first_layer and method != 'dense':
-    c.custom_sparsity = {first_layer: 0.0}
+  keep_dense = list(dense)
+  if dist == 'uniform' and first_layer and first_layer not in keep_dense:
+    keep_dense.insert(0, first_layer)
+  if keep_dense and method != 'dense':
+    c.custom_sparsity = {path: 0.0 for path in keep_dense}
   if method == 'pruning' and pruning_steps:
     c.begin_step, c.end_step, c.update_freq = pruning_steps
   return c

@@ -3,9 +3,11 @@ inner optax optimizer, and the `rigl_jax.sparsify` that wraps it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -18,12 +20,69 @@ OPTIMIZERS = ('sgd', 'adam')
 LR_SCHEDULES = ('cosine', 'step', 'constant')
 
 
+def step_multiplier_schedule(base_lr: float,
+                             pairs: Sequence[Sequence[float]],
+                             training_multiplier: float = 1.0
+                             ) -> optax.Schedule:
+  """The reference's ``LR_SCHEDULE``: (multiplier, start) pairs.
+
+  The learning rate is ``base_lr`` times the multiplier of the last pair
+  whose start has been reached (``step >= start``); before the first start
+  it rises linearly from 0 to ``base_lr`` times the first multiplier (a
+  first start of 0: no warm-up). Starts are steps of the 1x run and scale
+  with ``training_multiplier``, as the reference scales its epochs
+  (google-research/rigl ``rigl/imagenet_resnet/imagenet_train_eval.py``,
+  ``set_lr_schedule`` and ``lr_schedule``).
+
+  Args:
+    base_lr: the learning rate that the multipliers scale.
+    pairs: ``((multiplier, start step), ...)``, starts non-decreasing.
+    training_multiplier: the run's length relative to 1x.
+
+  Returns:
+    An optax schedule.
+
+  Example:
+    >>> sched = step_multiplier_schedule(1.0, ((1.0, 10), (0.1, 30)), 2.0)
+    >>> [round(float(sched(s)), 3) for s in (0, 10, 20, 59, 60)]
+    [0.0, 0.5, 1.0, 1.0, 0.1]
+  """
+  starts = [float(s) * training_multiplier for _, s in pairs]
+  values = [base_lr * float(m) for m, _ in pairs]
+
+  def schedule(count):
+    count = jnp.asarray(count, jnp.float32)
+    lr = (values[0] * count / starts[0] if starts[0] > 0 else
+          jnp.full_like(count, values[0]))
+    for value, start in zip(values, starts):
+      lr = jnp.where(count < start, lr, value)
+    return lr
+
+  return schedule
+
+
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
                             total_steps: int) -> optax.Schedule:
-  """Linear warmup, then cosine decay or step decay (from the config)."""
+  """Linear warmup, then cosine decay or step decay (from the config).
+
+  With ``schedule='step'``, a non-empty ``step_multipliers`` (the
+  reference's (multiplier, start step at 1x) pairs, warm-up included; see
+  `step_multiplier_schedule`) replaces ``step_decay_at``,
+  ``step_decay_factor`` and ``warmup_fraction``.
+  """
   opt = config.optimizer
   base_lr = opt.learning_rate * config.data.batch_size / opt.get(
       'lr_reference_batch_size', config.data.batch_size)
+  pairs = opt.get('step_multipliers') or ()
+  if pairs:
+    if opt.schedule != 'step' or opt.warmup_fraction:
+      raise ValueError(
+          'config.optimizer.step_multipliers needs schedule="step" and '
+          'warmup_fraction=0 (the first pair\'s start is the warm-up); got '
+          f'schedule={opt.schedule!r}, warmup_fraction='
+          f'{opt.warmup_fraction!r}')
+    return step_multiplier_schedule(
+        base_lr, pairs, float(config.get('training_multiplier', 1.0)))
   warmup = int(opt.warmup_fraction * total_steps)
   if opt.schedule == 'cosine':
     decay = optax.cosine_decay_schedule(base_lr, max(1, total_steps - warmup))

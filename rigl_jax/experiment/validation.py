@@ -77,6 +77,15 @@ def fractions(v: Any) -> 'str | None':
   return None if ok else 'a list of numbers in (0, 1)'
 
 
+def multiplier_pairs(v: Any) -> 'str | None':
+  ok = isinstance(v, (list, tuple)) and all(
+      isinstance(p, (list, tuple)) and len(p) == 2 and _is_num(p[0])
+      and p[0] > 0 and _is_num(p[1]) and p[1] >= 0 for p in v) and all(
+          a[1] <= b[1] for a, b in zip(v, v[1:]))
+  return None if ok else ('a list of (multiplier > 0, start step >= 0) '
+                          'pairs with non-decreasing starts')
+
+
 def anything(v: Any) -> None:
   del v
   return None
@@ -168,6 +177,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'stacked': lambda v: None if v is None else mapping(v),
         'seed': integer(0, none_ok=True),
         'erk_power_scale': number(0, float('inf')),
+        'sparsity_budget': choice(*distributions.BUDGETS),
         'grow_init': parsed_by(
             lambda v: methods.base.parse_grow_init(
                 v, methods.base.ALL_GROW_INITS),
@@ -196,6 +206,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'warmup_fraction': number(0, 1, hi_open=True),
         'step_decay_at': fractions,
         'step_decay_factor': number(0, float('inf'), lo_open=True),
+        'step_multipliers': multiplier_pairs,
         'grad_clip_norm': number(0, float('inf')),
     },
     'mesh': {},  # axis name -> size; checked by `_check_mesh`
@@ -289,6 +300,13 @@ def validate(config: Any) -> None:
       allowed = fields[name](v)
       if allowed:
         _fail(f'{section}.{name}', v, allowed)
+  opt = _as_dict(top['optimizer'])
+  if opt.get('step_multipliers') and (opt.get('schedule') != 'step' or
+                                      opt.get('warmup_fraction')):
+    _fail('optimizer.step_multipliers', opt['step_multipliers'],
+          "() unless optimizer.schedule is 'step' and "
+          "optimizer.warmup_fraction is 0 (the first pair's start is the "
+          'warm-up)')
   sp = _as_dict(top['sparsity'])
   if sp.get('end_step') is not None and sp['end_step'] <= sp.get(
       'begin_step', 0):
