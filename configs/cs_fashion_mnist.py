@@ -20,9 +20,9 @@ optimizer ``cs.mask_lr`` / ``cs.mask_momentum`` (SGD, no weight decay,
 the weights' schedule shape), and ``num_epochs`` per round. CS does not
 hit a set sparsity: results.json reports the sparsity each lambda reached.
 
-Expected (measured on a 2-core CPU, 3.3 min): tickets (sparsity, test
-accuracy) per lambda: 1e-7 (74.2%, 89.4%), 3e-7 (80.6%, 89.7%),
-1e-6 (89.6%, 89.5%), 3e-6 (95.7%, 89.0%), 1e-5 (98.7%, 87.5%); dense 89.1%.
+Expected (measured on a 2-core CPU, 2026-12-02): tickets (sparsity, test
+accuracy) per lambda: 1e-7 (77.7%, 89.7%), 3e-7 (85.7%, 89.8%),
+1e-6 (93.9%, 89.5%), 3e-6 (97.9%, 89.2%), 1e-5 (99.3%, 87.3%); dense 89.1%.
 """
 
 import ml_collections
