@@ -614,7 +614,8 @@ def sparsify(inner: optax.GradientTransformation,
     for lf, nv, vv in zip(leaves, new_views, value_views):
       new_list[lf.index] = layers_lib.from_layers(nv, lf.axis)
       changed[lf.index] = new_list[lf.index] != mask_list[lf.index]
-      grown[lf.index] = new_list[lf.index] & ~mask_list[lf.index]
+      if custom_grow or m.acc_scale:  # only then are new connections read
+        grown[lf.index] = new_list[lf.index] & ~mask_list[lf.index]
       if vv is not None:
         grow_values[lf.index] = layers_lib.from_layers(vv, lf.axis)
     new_masks = jax.tree.unflatten(m_def, new_list)
