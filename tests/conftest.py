@@ -20,11 +20,13 @@ cache instead.
 
 import atexit
 import dataclasses
+import fcntl
 import json
 import os
+import pathlib
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -41,6 +43,37 @@ if not os.environ.get('RIGL_JAX_TEST_XLA_DEFAULTS'):
     os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
 
 
+@pytest.fixture(scope='session')
+def built_once(tmp_path_factory) -> Callable[[str, Callable], pathlib.Path]:
+  """``built_once(name, build)``: a folder `build(path)` fills once per run.
+
+  pytest-xdist runs a session fixture once per worker; what this returns
+  builds the folder once for the whole run (the first worker to ask builds
+  it under a file lock, the others wait and read it). A failed build leaves
+  nothing behind, so the next worker to ask retries it.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # shared by every worker of this run
+
+  def get(name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    path, done = root / name, root / f'{name}.built'
+    with open(root / f'{name}.lock', 'w', encoding='utf-8') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not done.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        try:
+          build(path)
+        except BaseException:
+          shutil.rmtree(path, ignore_errors=True)
+          raise
+        done.touch()
+    return path
+
+  return get
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
   """A finished `tests.runs.tiny_config()` run (20 steps), trained once."""
@@ -54,7 +87,7 @@ class TrainedRun:
 
 
 @pytest.fixture(scope='session')
-def trained_run(tmp_path_factory) -> TrainedRun:
+def trained_run(built_once) -> TrainedRun:
   """One tiny trained run, shared by the export, resume and report tests.
 
   Read-only: a test that resumes or rewrites the run works on
@@ -64,8 +97,8 @@ def trained_run(tmp_path_factory) -> TrainedRun:
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
   from tests.runs import tiny_config  # pylint: disable=g-import-not-at-top
   config = tiny_config()
-  workdir = str(tmp_path_factory.mktemp('trained_run'))
-  train.train_and_evaluate(config, workdir)
+  workdir = str(built_once(
+      'trained_run', lambda path: train.train_and_evaluate(config, str(path))))
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     results = json.load(f)
   return TrainedRun(config=config, workdir=workdir, results=results)

@@ -42,7 +42,12 @@ AFTER = {
 }
 
 
-@pytest.mark.parametrize('name', list(AFTER))
+# `scale_by_learning_rate` is `scale` by a schedule: -m slow.
+_AFTER_CASES = [pytest.param(n, marks=pytest.mark.slow)
+                if n == 'scale_by_learning_rate' else n for n in AFTER]
+
+
+@pytest.mark.parametrize('name', _AFTER_CASES)
 def test_transform_after_sparsify_is_rejected(name):
   # Old code: dropped weights never returned to 0, silently.
   tx = optax.chain(
@@ -59,7 +64,7 @@ def test_transform_after_sparsify_is_rejected(name):
       params, state = jax.block_until_ready(step(params, state, b))
 
 
-@pytest.mark.parametrize('name', list(AFTER))
+@pytest.mark.parametrize('name', _AFTER_CASES)
 def test_the_same_transform_inside_sparsify_is_exactly_sparse(name):
   tx = rigl_jax.rigl(optax.chain(optax.scale_by_adam(), AFTER[name],
                                  optax.scale(-1.0) if name == 'clip' else
@@ -258,7 +263,9 @@ def test_default_sparse_leaves_of_a_transformer_tree():
                     'blocks/mlp/wi/kernel', 'embed/embedding']
 
 
-@pytest.mark.parametrize('method', ['set', 'snfs', 'rigl', 'pruning'])
+@pytest.mark.parametrize('method', [
+    pytest.param('set', marks=pytest.mark.slow),
+    pytest.param('snfs', marks=pytest.mark.slow), 'rigl', 'pruning'])
 def test_none_and_zero_size_leaves_pass_through(method):
   params = mlp_params()
   params['unused'] = None
@@ -316,10 +323,14 @@ def _stacked_and_unrolled(n=3, key=0):
   return stacked, stacked_loss, unrolled, unrolled_loss
 
 
-@pytest.mark.parametrize('method', ['static', 'set', 'snfs', 'rigl',
-                                    'pruning'])
-@pytest.mark.parametrize('distribution', [
-    'erk', pytest.param('uniform', marks=pytest.mark.slow)])
+# RigL and pruning (the two selection paths: top-k by score, and by
+# magnitude on a schedule) under ERK in the default suite; every method and
+# uniform under -m slow.
+@pytest.mark.parametrize('distribution, method', [
+    (d, m) if d == 'erk' and m in ('rigl', 'pruning') else
+    pytest.param(d, m, marks=pytest.mark.slow)
+    for d in ('erk', 'uniform')
+    for m in ('static', 'set', 'snfs', 'rigl', 'pruning')])
 def test_scanned_stack_gets_the_masks_of_the_unrolled_model(method,
                                                             distribution):
   # Old code: ERK from the stack's shape and one top-k over all its layers.

@@ -34,8 +34,11 @@ def _assert_masked_zero(params, masks):
       assert bool(jnp.all(jnp.where(m, True, p == 0.0)))
 
 
-@pytest.mark.parametrize('method', ['static'] + DYNAMIC)
-@pytest.mark.parametrize('distribution', ['uniform', 'erk'])
+# Every method under ERK; under uniform, static and RigL (-m slow: all).
+@pytest.mark.parametrize('distribution, method', [
+    pytest.param(d, m, marks=pytest.mark.slow)
+    if d == 'uniform' and m in ('set', 'snfs') else (d, m)
+    for d in ('uniform', 'erk') for m in ['static'] + DYNAMIC])
 def test_nnz_per_layer_preserved(method, distribution):
   tx = rigl_jax.sparsify(
       optax.sgd(0.05, momentum=0.9), method, sparsity=0.8,
@@ -229,8 +232,12 @@ def test_set_grows_randomly_and_deterministically_from_seed():
   assert any(np.asarray(r)[0, 10:].any() for r in results)
 
 
-@pytest.mark.parametrize('method', ['set', 'rigl'])
-@pytest.mark.parametrize('inner_name', ['sgd_momentum', 'adam'])
+# Each method and each optimizer once in the default suite; all four pairs
+# under -m slow.
+@pytest.mark.parametrize('inner_name, method', [
+    ('sgd_momentum', 'set'), ('adam', 'rigl'),
+    pytest.param('adam', 'set', marks=pytest.mark.slow),
+    pytest.param('sgd_momentum', 'rigl', marks=pytest.mark.slow)])
 def test_grown_weights_are_zero_and_optimizer_state_reset(inner_name, method):
   inner = (optax.sgd(0.05, momentum=0.9) if inner_name == 'sgd_momentum'
            else optax.adam(1e-2))
@@ -506,7 +513,11 @@ def test_bad_custom_sparsity_and_config_fields():
     tx.update(helpers.mlp_params(), state)
 
 
-@pytest.mark.parametrize('method', ['set', 'snfs', 'rigl', 'pruning'])
+# RigL in the default suite (the other methods share the code path).
+@pytest.mark.parametrize('method', [
+    pytest.param('set', marks=pytest.mark.slow),
+    pytest.param('snfs', marks=pytest.mark.slow), 'rigl',
+    pytest.param('pruning', marks=pytest.mark.slow)])
 def test_host_chosen_mask_update_equals_the_cond_program(method):
   # train.py compiles a plain step and a mask-update step and picks one on
   # the host; both must give what the single lax.cond program gives (the

@@ -52,11 +52,12 @@ def test_uniform_keeps_the_first_layer_dense():
   assert 'custom_sparsity' not in config.sparsity
 
 
-# Minutes of XLA compile on 2 CPU cores; the light ones (mlp, LeNets,
-# small_cnn, char_lstm) keep every kind of layer in the default suite.
+# Minutes of XLA compile on 2 CPU cores; the light ones (mlp, LeNet-300-100,
+# small_cnn) keep dense and conv layers in the default suite, and
+# test_train's Shakespeare run the LSTM. All under -m slow.
 _HEAVY = ('resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101',
           'wrn_16_4', 'wrn_22_2', 'wrn_22_8', 'wrn_28_10', 'mobilenet_v1',
-          'mobilenet_v2')
+          'mobilenet_v2', 'lenet5', 'char_lstm')
 
 
 @pytest.mark.parametrize('name', [

@@ -144,7 +144,11 @@ def test_leaf_paths_and_kernel_ranks(name):
   assert not any(part[0].isupper() for p in params for part in p.split('/'))
 
 
-@pytest.mark.parametrize('name', _IMAGE_MODELS)
+# ResNet-101 repeats ResNet-50's bottleneck block (the longest compile):
+# -m slow.
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n == 'resnet101' else n
+    for n in _IMAGE_MODELS])
 def test_image_forward_and_batch_stats(name):
   model = models.get_model(name, num_classes=10)
   x = jax.random.normal(jax.random.PRNGKey(1), _input_shape(name))

@@ -170,14 +170,17 @@ def _worker(outdir: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def eight_devices(tmp_path_factory):
-  out = tmp_path_factory.mktemp('mesh')
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
-      os.environ.get('XLA_FLAGS', '') +
-      ' --xla_force_host_platform_device_count=8').strip())
-  proc = subprocess.run([sys.executable, __file__, str(out)], env=env,
-                        capture_output=True, text=True, timeout=900, cwd=REPO)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+def eight_devices(built_once):
+  def build(out):
+    env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
+        os.environ.get('XLA_FLAGS', '') +
+        ' --xla_force_host_platform_device_count=8').strip())
+    proc = subprocess.run([sys.executable, __file__, str(out)], env=env,
+                          capture_output=True, text=True, timeout=900,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+  out = built_once('eight_devices', build)
   with open(out / 'info.json', encoding='utf-8') as f:
     info = json.load(f)
   states = {name: dict(np.load(out / f'{name}.npz'))

@@ -99,10 +99,11 @@ def test_shakespeare_lstm_reports_bits_per_char(tmp_path):
 
 
 @pytest.mark.parametrize('name, model, image_size', [
+    # One grayscale and one RGB pipeline (with its resize) by default.
     ('mnist', 'lenet_300_100', None),
-    ('fashion_mnist', 'mlp', None),
-    ('cifar10', 'small_cnn', None),
-    ('cifar100', 'small_cnn', None),
+    pytest.param('fashion_mnist', 'mlp', None, marks=pytest.mark.slow),
+    pytest.param('cifar10', 'small_cnn', None, marks=pytest.mark.slow),
+    pytest.param('cifar100', 'small_cnn', None, marks=pytest.mark.slow),
     ('imagenet2012', 'small_cnn', 32),
 ])
 def test_one_step_on_each_tfds_pipeline(tmp_path, name, model, image_size):
@@ -135,12 +136,18 @@ def _main(tmp_path, *overrides, workdir=None):
                         timeout=300)
 
 
+# A bad choice and a bad range by default (each is a `main.py` subprocess);
+# the other choice lists under -m slow.
 @pytest.mark.parametrize('override, needles', [
     ('--config.model.name=resnet2', ('config.model.name', "'resnet50'")),
-    ('--config.data.name=svhn', ('config.data.name', "'fashion_mnist'")),
-    ('--config.sparsity.method=lottery', ('config.sparsity.method', "'rigl'")),
-    ('--config.sparsity.distribution=gauss',
-     ('config.sparsity.distribution', "'erk'")),
+    pytest.param('--config.data.name=svhn',
+                 ('config.data.name', "'fashion_mnist'"),
+                 marks=pytest.mark.slow),
+    pytest.param('--config.sparsity.method=lottery',
+                 ('config.sparsity.method', "'rigl'"), marks=pytest.mark.slow),
+    pytest.param('--config.sparsity.distribution=gauss',
+                 ('config.sparsity.distribution', "'erk'"),
+                 marks=pytest.mark.slow),
     ('--config.sparsity.sparsity=1.5', ('config.sparsity.sparsity', '[0, 1)')),
 ])
 def test_bad_config_one_clear_line(tmp_path, override, needles):
