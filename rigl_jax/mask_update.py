@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rigl_jax import counts
 from rigl_jax import selection
 from rigl_jax import structure as structure_lib
 
@@ -188,7 +189,10 @@ def prune_global(magnitudes: Sequence[jax.Array], masks: Sequence[jax.Array],
                  target: jax.Array) -> list[jax.Array]:
   """Keeps the largest weights over all layers together, to ``target``."""
   total = sum(m.size for m in masks)
-  n_keep = total - floor_product(target, jnp.asarray(total))
+  if total < 2**31:
+    n_keep = counts.of(total - floor_product(target, jnp.asarray(total)))
+  else:  # past int32: the wide count (`rigl_jax.counts`)
+    n_keep = counts.sub(counts.of(total), counts.floor_fraction(target, total))
   return selection.top_k_masks(list(magnitudes), n_keep, list(masks))
 
 

@@ -19,13 +19,15 @@ a dozen or two streaming reads of the scores with no sort and no host sync.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
+
+from rigl_jax import counts
 
 _EXCLUDED = -1  # key of positions that may not be selected
 
@@ -92,11 +94,9 @@ def count_true(x: jax.Array) -> jax.Array:
   return row_counts(x.reshape(1, -1))[0]
 
 
-def _count(keys: Sequence[jax.Array], pred) -> jax.Array:
-  total = jnp.zeros([], jnp.int32)
-  for key in keys:
-    total = total + count_true(pred(key))
-  return total
+def _count(keys: Sequence[jax.Array], pred) -> counts.Count:
+  """Exact number of entries over all ``keys`` where ``pred`` holds."""
+  return counts.total(count_true(pred(key)) for key in keys)
 
 
 # Secant steps tried before the search settles for bisection. Ties and
@@ -116,11 +116,12 @@ class _Carry(NamedTuple):
   width: jax.Array     # bracket width when it last halved
   stalls: jax.Array    # steps since then
   steps: jax.Array
-  c_lo: jax.Array      # count(>= lo), exact (int32)
-  c_hi: jax.Array      # count(>= hi), exact (int32)
+  c_lo: Any            # count(>= lo), exact (int32 per segment, or a
+  c_hi: Any            # count(>= hi)   `counts.Count` in the global search)
 
 
-def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> _Carry:
+def _threshold(count: Callable[[jax.Array], counts.Count], hi0: jax.Array,
+               k: counts.Count) -> _Carry:
   """A key t with count(key >= t) >= k, and == k unless ties straddle it.
 
   Searches the bracket [lo, hi), count(>= lo) >= k > count(>= hi), by
@@ -130,18 +131,21 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> _Carry:
   the final bracket: t = ``lo`` (0 when fewer than k keys are valid: select
   them all), with the exact counts ``c_lo`` at ``lo`` and, when ``c_lo > k``
   (ties straddle t), ``c_hi`` at ``hi = lo + 1``.
-  """
-  def count(t):
-    return _count(keys, lambda key: key >= t)
 
-  # Keys are >= 0 where valid; the largest key is < 2**31 - 1 (NaN excluded).
-  hi0 = jnp.maximum(
-      jnp.max(jnp.stack([jnp.max(key, initial=_EXCLUDED) for key in keys])),
-      0) + 1
+  Args:
+    count: t -> the exact number of keys >= t, over every array (wide: the
+      arrays together may hold more than 2**31 entries).
+    hi0: an int32 key above every valid key.
+    k: how many keys to select.
+  """
   lo0 = jnp.zeros([], jnp.int32)
+  positive = counts.gt(k, counts.of(0))
+
+  def excess(n):  # n - k, exact, then float32 (for the secant)
+    return counts.to_float(counts.sub(n, k))
 
   def searching(c):
-    return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
+    return (c.hi - c.lo > 1) & (c.f_lo > 0) & positive
 
   def step(c):
     secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
@@ -150,8 +154,8 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> _Carry:
     mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
                    c.lo + 1, c.hi - 1)
     n = count(mid)
-    f = (n - k).astype(jnp.float32)
-    ok = f >= 0
+    f = excess(n)
+    ok = counts.ge(n, k)
     lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
     halved = hi - lo <= c.width // 2
     return _Carry(
@@ -162,15 +166,59 @@ def _threshold(keys: Sequence[jax.Array], k: jax.Array) -> _Carry:
         width=jnp.where(halved, hi - lo, c.width),
         stalls=jnp.where(halved, 0, c.stalls + 1),
         steps=c.steps + 1,
-        c_lo=jnp.where(ok, n, c.c_lo), c_hi=jnp.where(ok, c.c_hi, n))
+        c_lo=counts.where(ok, n, c.c_lo), c_hi=counts.where(ok, c.c_hi, n))
 
   zero = jnp.zeros([], jnp.int32)
   n0 = count(lo0)
-  init = _Carry(lo=lo0, hi=hi0, f_lo=(n0 - k).astype(jnp.float32),
-               f_hi=(-k).astype(jnp.float32), kept_hi=jnp.zeros([], bool),
+  init = _Carry(lo=lo0, hi=hi0, f_lo=excess(n0),
+               f_hi=-counts.to_float(k), kept_hi=jnp.zeros([], bool),
                kept_lo=jnp.zeros([], bool), width=hi0 - lo0, stalls=zero,
-               steps=zero, c_lo=n0, c_hi=zero)
+               steps=zero, c_lo=n0, c_hi=counts.of(zero))
   return lax.while_loop(searching, step, init)
+
+
+def _tie_takes(tie_counts: Sequence[jax.Array], need: counts.Count
+               ) -> list[jax.Array]:
+  """How many of each array's ties to take: the first ``need`` overall.
+
+  Ties go to earlier arrays first, so array i takes
+  ``clip(need - sum(tie_counts[:i]), 0, tie_counts[i])``; at most one
+  array takes some but not all of its ties.
+
+  Args:
+    tie_counts: int32 scalars, the ties in each array (each below 2**31).
+    need: how many ties to take in all (may pass 2**31).
+
+  Returns:
+    One int32 scalar per array.
+  """
+  takes, before = [], counts.of(0)
+  for c in tie_counts:
+    takes.append(counts.clip_to(counts.sub(need, before), c))
+    before = counts.add(before, counts.of(c))
+  return takes
+
+
+def _first_ties(key: jax.Array, t: jax.Array, take: jax.Array,
+                tie_count: jax.Array) -> jax.Array:
+  """The smallest position j with ``take`` entries ``== t`` before it.
+
+  0 when ``take <= 0`` and ``key.size`` when ``take >= tie_count``, with no
+  counting pass; otherwise a bisection on the position.
+  """
+  pos = lax.iota(jnp.int32, key.size)
+
+  def step(carry):
+    lo, hi = carry
+    mid = lo + (hi - lo) // 2
+    ok = count_true((key == t) & (pos < mid)) >= take
+    return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+  size = jnp.int32(key.size)
+  lo = jnp.where(take >= tie_count, size, 0).astype(jnp.int32)
+  hi = jnp.where(take <= 0, 0, size).astype(jnp.int32)
+  j, _ = lax.while_loop(lambda c: c[0] < c[1], step, (lo, hi))
+  return j
 
 
 def top_k_masks(scores: Sequence[jax.Array],
@@ -181,11 +229,14 @@ def top_k_masks(scores: Sequence[jax.Array],
 
   Scores are treated as non-negative (negative values and NaN count as 0).
   Among equal scores, earlier arrays and lower flat indices win, so the result
-  is deterministic.
+  is deterministic. The arrays together may hold more than 2**31 entries
+  (each one fewer): counts over them are exact without 64-bit JAX
+  (`rigl_jax.counts`).
 
   Args:
     scores: float arrays of any shapes.
-    k: how many positions to select in total (may be traced). Values above
+    k: how many positions to select in total (may be traced): a Python int
+      (any size), an int32 array, or a `rigl_jax.counts.Count`. Values above
       the number of valid positions select every valid position.
     valid: optional bool arrays shaped like ``scores``; only positions where
       ``valid`` is True can be selected.
@@ -193,47 +244,52 @@ def top_k_masks(scores: Sequence[jax.Array],
   Returns:
     Bool arrays shaped like ``scores`` with exactly ``min(k, #valid)`` True
     entries in total.
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> from rigl_jax import selection
+  >>> a, b = jnp.array([0.5, 0.1]), jnp.array([[0.5, 0.9]])
+  >>> [m.tolist() for m in selection.top_k_masks([a, b], 2)]
+  [[True, False], [[False, True]]]
   """
   if valid is None:
     valid = [None] * len(scores)
+  for s in scores:
+    if s.size >= 2**31:
+      raise ValueError(f'top_k_masks takes arrays of fewer than 2**31 '
+                       f'entries each, got one of shape {s.shape}; split it '
+                       f'(the arrays together may be larger)')
   keys = [_keys(s, v) for s, v in zip(scores, valid)]
-  k = jnp.asarray(k, jnp.int32)
-
-  found = _threshold(keys, k)
+  if not isinstance(k, counts.Count):
+    k = counts.of(k if isinstance(k, (int, np.integer))
+                  else jnp.asarray(k, jnp.int32))
+  # Keys are >= 0 where valid; the largest key is < 2**31 - 1 (NaN excluded).
+  hi0 = jnp.maximum(
+      jnp.max(jnp.stack([jnp.max(key, initial=_EXCLUDED) for key in keys])),
+      0) + 1
+  found = _threshold(lambda t: _count(keys, lambda key: key >= t), hi0, k)
   t = found.lo
   # Ties straddle t only if count(>= t) > k; then hi == t + 1, so the
-  # search's exact count at hi is count(> t), with no extra pass.
-  ties = (found.c_lo > k) & (k > 0)
-  need = k - found.c_hi
+  # search's exact count at hi is count(> t), with no extra pass. Without
+  # ties every key >= t is selected.
+  ties = counts.gt(found.c_lo, k) & counts.gt(k, counts.of(0))
 
-  # Among ties at t, take the first `need` by global position: the smallest
-  # J with count(key == t and position < J) >= need.
-  sizes = [key.size for key in keys]
-  offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-  total = sum(sizes)
+  def split_ties():
+    tie_counts = [count_true(key == t) for key in keys]
+    takes = _tie_takes(tie_counts, counts.sub(k, found.c_hi))
+    # Positions are per array (int32); at most one array takes part of its
+    # ties, and only its search runs.
+    return [_first_ties(key, t, take, c)
+            for key, take, c in zip(keys, takes, tie_counts)]
 
-  def tie_count(j):
-    c = jnp.zeros([], jnp.int32)
-    for key, off in zip(keys, offsets):
-      pos = lax.iota(jnp.int32, key.size) + off
-      c = c + count_true((key == t) & (pos < j))
-    return c
-
-  def index_step(carry):
-    lo, hi = carry
-    mid = lo + (hi - lo) // 2
-    ok = tie_count(mid) >= need
-    return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
-
-  start = jnp.where(ties, 0, total).astype(jnp.int32)
-  j, _ = lax.while_loop(lambda c: c[0] < c[1], index_step,
-                        (start, jnp.asarray(total, jnp.int32)))
-
+  ends = lax.cond(ties, split_ties,
+                  lambda: [jnp.int32(key.size) for key in keys])
   out = []
-  for s, key, off in zip(scores, keys, offsets):
-    pos = lax.iota(jnp.int32, key.size) + off
-    sel = (key > t) | ((key == t) & (pos < j))
-    sel = sel & (key != _EXCLUDED) & (k > 0)
+  for s, key, end in zip(scores, keys, ends):
+    pos = lax.iota(jnp.int32, key.size)
+    sel = (key > t) | ((key == t) & (pos < end))
+    sel = sel & (key != _EXCLUDED) & counts.gt(k, counts.of(0))
     out.append(sel.reshape(s.shape))
   return out
 

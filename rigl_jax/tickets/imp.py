@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rigl_jax import counts
 from rigl_jax import masks as masks_lib
 from rigl_jax import selection
 
@@ -97,7 +98,8 @@ def prune_remaining(params: Any, masks: Any, fraction: float = 0.2,
   if scope == 'global':
     remaining = sum(int(np.sum(mask_leaves[i])) for i in idx)
     keep = remaining - num_pruned(fraction, remaining)
-    kept = _top_k_masks([jnp.abs(w_leaves[i]) for i in idx], keep,
+    # A wide count: a global round may keep more than 2**31 weights.
+    kept = _top_k_masks([jnp.abs(w_leaves[i]) for i in idx], counts.of(keep),
                         [mask_leaves[i] for i in idx])
     for i, k in zip(idx, kept):
       new[i] = k

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rigl_jax import counts
 from rigl_jax import selection
 
 
@@ -101,3 +102,82 @@ def test_threshold_search_matches_a_sort_on_large_arrays(kind):
     got = np.asarray(fn(jnp.asarray(s), k, jnp.asarray(valid)))
     np.testing.assert_array_equal(got, _fast_reference(s, k, valid),
                                   err_msg=f'{kind}, k={k}')
+
+
+# Past 2**31 weights in all (global pruning and IMP on a large model). The
+# index logic is tested on counts, without allocating such arrays.
+
+_BIG = 2**31 - 1  # the most entries one array may have
+
+
+def test_counts_are_exact_past_int32():
+  rng = np.random.default_rng(0)
+  values = [int(v) for v in rng.integers(-2**40, 2**40, 200)] + [
+      0, 1, -1, 2**30, -2**30, 2**31, 2**32 - 2, -2**33]
+  for a, b in zip(values, values[::-1]):
+    ca, cb = counts.of(a), counts.of(b)
+    assert counts.value(counts.add(ca, cb)) == a + b
+    assert counts.value(counts.sub(ca, cb)) == a - b
+    assert bool(counts.ge(ca, cb)) == (a >= b)
+    assert bool(counts.gt(ca, cb)) == (a > b)
+  assert counts.value(counts.total([jnp.int32(_BIG)] * 3)) == 3 * _BIG
+  for a, upper in [(-5, 7), (3, 7), (2**33, 7), (2**31 + 9, _BIG)]:
+    assert int(counts.clip_to(counts.of(a), jnp.int32(upper))) == min(
+        max(a, 0), upper)
+  assert counts.value(counts.floor_fraction(jnp.float32(0.5), 2**33)) == 2**32
+
+
+def _virtual(sizes, values):
+  """count(t) over arrays of `sizes` entries, every entry of array i equal
+  to values[i] (nothing allocated)."""
+  def count(t):
+    return counts.total(jnp.where(v >= t, n, 0).astype(jnp.int32)
+                        for n, v in zip(sizes, values))
+  return count
+
+
+@pytest.mark.parametrize('sizes, values, k, want_t, want_takes', [
+    # All of array 1 (key 200), then 500 of array 2's ties at 150.
+    ([_BIG, _BIG, 1000], [100, 200, 150], _BIG + 500, 150, [0, 0, 500]),
+    # One tied value over three arrays: the first two whole, 2 of the third;
+    # k itself is past 2**32.
+    ([_BIG, _BIG, _BIG], [7, 7, 7], 2**32, 7, [_BIG, _BIG, 2]),
+    # k above everything selects everything (t = 0, no ties to split).
+    ([_BIG, _BIG], [3, 9], 2**33, 0, None),
+])
+def test_global_threshold_and_tie_split_past_int32(sizes, values, k, want_t,
+                                                   want_takes):
+  count = _virtual(sizes, values)
+  k = counts.of(k)
+  found = jax.jit(selection._threshold, static_argnums=0)(
+      count, jnp.int32(max(values) + 1), k)
+  assert int(found.lo) == want_t
+  if want_takes is None:
+    assert counts.value(found.c_lo) == sum(sizes)
+    return
+  assert counts.value(found.c_lo) > counts.value(k)
+  ties = [n if v == want_t else 0 for n, v in zip(sizes, values)]
+  takes = selection._tie_takes([jnp.int32(c) for c in ties],
+                               counts.sub(k, found.c_hi))
+  assert [int(x) for x in takes] == want_takes
+  assert counts.value(found.c_hi) + sum(want_takes) == counts.value(k)
+
+
+def test_global_selection_traces_past_int32():
+  # Old code: int32 positions (iota + offset) and k overflowed at trace.
+  shapes = [jax.ShapeDtypeStruct((_BIG,), jnp.float32)] * 3
+  out = jax.eval_shape(lambda s: selection.top_k_masks(s, 2**32), shapes)
+  assert [o.shape for o in out] == [(_BIG,)] * 3
+  assert all(o.dtype == jnp.bool_ for o in out)
+  with pytest.raises(ValueError, match='fewer than 2\\*\\*31'):
+    jax.eval_shape(lambda s: selection.top_k_mask(s, 5),
+                   jax.ShapeDtypeStruct((2**31,), jnp.float32))
+
+
+def test_global_pruning_counts_past_int32():
+  from rigl_jax import mask_update  # pylint: disable=g-import-not-at-top
+  shapes = [jax.ShapeDtypeStruct((_BIG,), jnp.float32)] * 2
+  masks = [jax.ShapeDtypeStruct((_BIG,), jnp.bool_)] * 2
+  out = jax.eval_shape(mask_update.prune_global, shapes, masks,
+                       jnp.float32(0.9))
+  assert [o.shape for o in out] == [(_BIG,)] * 2
