@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.method = 'static'
   config.sparsity.sparsity = 0.0
   config.sparsity.distribution = 'uniform'
+  # Checkpoints after every round (a round takes seconds); rerunning the
+  # command resumes the search.
   config.checkpoint_every_steps = 0
 
   config.cs = ml_collections.ConfigDict()

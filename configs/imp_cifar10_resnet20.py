@@ -50,7 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   opt.warmup_fraction = 0.0
   opt.step_decay_at = (56 / 85, 71 / 85)
   opt.step_decay_factor = 0.1
-  config.checkpoint_every_steps = 0
+  # A search checkpoints after every round and every 2000 steps inside one;
+  # rerunning the command resumes it.
+  config.checkpoint_every_steps = 2000
   config.log_every_steps = 1000
 
   config.imp = ml_collections.ConfigDict()
@@ -58,4 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.imp.prune_fraction = 0.2
   config.imp.scope = 'global'
   config.imp.rewind_step = 2000
+  # open_lth's control branches, trained at every round: 'random_reinit',
+  # 'random_mask' (off by default).
+  config.imp.controls = ()
   return config

@@ -37,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.method = 'static'
   config.sparsity.sparsity = 0.0
   config.sparsity.distribution = 'uniform'
+  # Checkpoints after every round (a round takes seconds); rerunning the
+  # command resumes the search.
   config.checkpoint_every_steps = 0
 
   config.imp = ml_collections.ConfigDict()
@@ -44,4 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.imp.prune_fraction = 0.2
   config.imp.scope = 'global'
   config.imp.rewind_step = 0
+  # open_lth's control branches, trained at every round: 'random_reinit',
+  # 'random_mask' (off by default).
+  config.imp.controls = ()
   return config

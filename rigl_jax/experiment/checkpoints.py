@@ -216,12 +216,14 @@ class Checkpoints:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any) -> None:
+  def save(self, step: int, state: Any,
+           extra: Optional[dict[str, Any]] = None) -> None:
     """Starts writing ``state`` as checkpoint ``step`` (returns before the
-    write finishes; `wait` blocks until it has)."""
+    write finishes; `wait` blocks until it has). ``extra``: JSON data saved
+    with it (a ticket search's results so far), back from `restore_meta`."""
     packed = pack_masks(state)
     meta = {'step': int(step), 'config': self.config,
-            'checksum': state_checksum(packed)}
+            'checksum': state_checksum(packed), 'extra': extra}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(packed),
         meta=ocp.args.JsonSave(meta)), force=True)
@@ -246,12 +248,21 @@ class Checkpoints:
   def restore(self, target: Any) -> tuple[Any, int]:
     """The newest good checkpoint, or ``(target, 0)`` if there is none.
 
+    See `restore_meta`, which also gives the ``extra`` saved with it.
+    """
+    state, step, _ = self.restore_meta(target)
+    return state, step
+
+  def restore_meta(self, target: Any
+                   ) -> tuple[Any, int, Optional[dict[str, Any]]]:
+    """The newest good checkpoint, or ``(target, 0, None)`` if there is none.
+
     Args:
       target: the freshly initialised state (arrays or shape structs), whose
         structure, dtypes and shardings the restored state takes.
 
     Returns:
-      ``(state, step)``.
+      ``(state, step, extra)``: ``extra`` as given to `save`.
 
     Raises:
       ValueError: the checkpoints were written by an incompatible config, or
@@ -295,11 +306,11 @@ class Checkpoints:
                         'resumed from step %d.', bad, why, dest, step)
       if damaged:
         self._manager = self._open()
-      return unpack_masks(packed, abstract), step
+      return unpack_masks(packed, abstract), step, meta.get('extra')
     if damaged:
       raise ValueError(
           f'every checkpoint in {self.directory} is damaged: ' +
           '; '.join(f'step {s}: {why}' for s, why in damaged) +
           '. Nothing was deleted; move them away to start afresh, or use a '
           'new workdir.')
-    return target, 0
+    return target, 0, None

@@ -231,13 +231,18 @@ def rewind(saved: builders.TrainState, masks: Any,
 
 
 def train_to(setup: Setup, state: builders.TrainState, stop: int,
-             log_every: int, tag: str) -> builders.TrainState:
-  """Runs ``setup.train_step`` from ``state.step`` up to step ``stop``."""
+             log_every: int, tag: str,
+             hook: Optional[Callable[[Any, int], None]] = None
+             ) -> builders.TrainState:
+  """Runs ``setup.train_step`` from ``state.step`` up to step ``stop``;
+  ``hook(state, step)`` after each step (`progress.Progress.periodic`)."""
   start = int(state.step)
   batches = setup.data.train_batches(start)
   t0 = time.time()
   for step in range(start + 1, stop + 1):
     state, metrics = setup.train_step(state, next(batches))
+    if hook is not None:
+      hook(state, step)
     if step % log_every == 0 or step == stop:
       check_finite(metrics['loss'], tag, step)
       logging.info('%s: step %d/%d, loss %.4f, %.1f steps/s', tag, step,

@@ -18,8 +18,10 @@ import optax
 import rigl_jax
 from rigl_jax.experiment import builders
 from rigl_jax.experiment import optimizers
+from rigl_jax.experiment import preemption
 from rigl_jax.experiment import train
 from rigl_jax.experiment.ticket_search import common
+from rigl_jax.experiment.ticket_search import progress as progress_lib
 from rigl_jax.tickets import cs
 
 
@@ -132,93 +134,174 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       config.optimizer.label_smoothing, s0)
   # The ticket's model sees its sparse weights times 1 / sigmoid(s0).
   scale = cs.ticket_scale(s0)
-  ticket_step = None  # built with the first logits (which leaves are sparse)
 
   results = {'ticket_search': 'cs', 'mask_init': s0, 'final_temperature':
              final_temp, 'rounds': rounds, 'rewind_step': k,
              'steps': setup.total_steps, 'epochs_per_round': epochs,
              'curve': [], 'tickets': [], 'complete': False,
              'config': config.to_dict()}
-  for lam in lambdas:
-    init = builders.create_train_state(config, setup.model, dense_tx, info,
-                                    jax.random.PRNGKey(config.seed))
-    params, batch_stats = init.params, init.batch_stats
-    rng = jax.device_get(init.rng)  # a fresh copy per round (donation)
-    logits = cs.init_logits(params, s0, setup.is_sparse)
-    if ticket_step is None:
-      sparse = jax.tree.map(lambda x: None if x is None else True, logits,
-                            is_leaf=lambda x: x is None)
-      ticket_step = train.make_train_step(
-          setup.model, dense_tx, setup.lr_fn, info.kind, info.num_classes,
-          config.optimizer.label_smoothing,
-          param_transform=lambda p, sp=sparse: cs.scaled_params(p, sp, scale))
-    # Both optimizers live across the rounds (main.py:110-118).
-    opt_state, mask_opt_state = dense_tx.init(params), mask_tx.init(logits)
-    saved = None
-    for r in range(rounds):
-      if r > 0:
-        logits = cs.reset_logits(logits, s0)
-      state = SearchState(
-          step=jnp.zeros([], jnp.int32), params=params, logits=logits,
-          batch_stats=batch_stats,
-          opt_state=common.fast_forward(opt_state, 0),
-          mask_opt_state=common.fast_forward(mask_opt_state, 0),
-          rng=jnp.array(rng))
-      # Each round reads a fresh stretch of the (deterministic) data stream.
-      batches = setup.data.train_batches(r * setup.total_steps)
-      beta = None
-      t0 = time.time()
-      for i in range(setup.total_steps):
-        if r == 0 and i == k:
-          saved = common.snapshot(state.train_state())
-        if i % steps_per_epoch == 0:
-          beta = cs.temperature(i // steps_per_epoch, epochs, final_temp)
-        state, metrics = search_step(state, next(batches), beta,
-                                     jnp.float32(lam))
-        if (i + 1) % log_every == 0 or i + 1 == setup.total_steps:
-          common.check_finite(metrics['loss'],
-                              f'cs lambda {lam:g} round {r}', i + 1)
-          logging.info(
-              'cs lambda %g round %d: step %d/%d, beta %.1f, loss %.4f, '
-              'penalty %.1f, %.1f steps/s', lam, r, i + 1, setup.total_steps,
-              float(beta), float(metrics['loss']), float(metrics['penalty']),
-              (i + 1) / max(time.time() - t0, 1e-9))
-      params, logits, batch_stats = (state.params, state.logits,
-                                     state.batch_stats)
-      opt_state, mask_opt_state = state.opt_state, state.mask_opt_state
-      masks = cs.hard_masks(logits)
-      soft = setup.evaluate(cs.gated_params(params, logits, beta, s0),
-                            batch_stats)
-      hard = setup.evaluate(cs.scaled_params(
-          rigl_jax.apply_masks(params, masks), masks, scale), batch_stats)
-      row = {'lambda': lam, 'round': r, **common.sparsity(masks),
-             'final_temperature': float(beta),
-             'search_test_accuracy': soft['accuracy'],
-             'hard_mask_test_accuracy': hard['accuracy']}
-      results['curve'].append(row)
-      logging.info('cs lambda %g round %d: sparsity %.4f, search accuracy '
-                   '%.4f, hard-mask accuracy %.4f', lam, r, row['sparsity'],
-                   row['search_test_accuracy'], row['hard_mask_test_accuracy'])
-      results['wall_time_s'] = time.time() - t_start
-      common.write(workdir, results)
+  total = setup.total_steps
 
-    ticket = common.rewind(saved, masks, setup.inner, start_step=0)
-    ticket = common.train_to(setup._replace(train_step=ticket_step), ticket,
-                             setup.total_steps, log_every,
-                             f'cs lambda {lam:g} ticket')
-    masks = rigl_jax.get_masks(ticket.opt_state)
-    test = setup.evaluate(cs.scaled_params(ticket.params, masks, scale),
-                          ticket.batch_stats)
-    row = {'lambda': lam, **common.sparsity(masks), 'test_accuracy':
-           test['accuracy'], 'test_loss': test['loss']}
-    results['tickets'].append(row)
-    results.update(test_accuracy=row['test_accuracy'],
-                   global_sparsity=row['sparsity'],
-                   wall_time_s=time.time() - t_start)
-    logging.info('cs lambda %g ticket: sparsity %.4f, test accuracy %.4f',
-                 lam, row['sparsity'], row['test_accuracy'])
-    common.write(workdir, results)
+  def beta_at(i):  # the temperature of step i + 1 of a round
+    return cs.temperature(i // steps_per_epoch, epochs, final_temp)
+
+  def fresh():
+    """Round 0's start (the same initial weights for every lambda)."""
+    init = builders.create_train_state(config, setup.model, dense_tx, info,
+                                       jax.random.PRNGKey(config.seed))
+    logits = cs.init_logits(init.params, s0, setup.is_sparse)
+    return SearchState(
+        step=jnp.zeros([], jnp.int32), params=init.params, logits=logits,
+        batch_stats=init.batch_stats, opt_state=dense_tx.init(init.params),
+        mask_opt_state=mask_tx.init(logits), rng=init.rng), init
+
+  def next_round(final, rng):
+    """A later round's start: logits reset, schedules restarted, both
+    optimizers' momentum kept (main.py:110-118)."""
+    return SearchState(
+        step=jnp.zeros([], jnp.int32), params=final.params,
+        logits=cs.reset_logits(final.logits, s0),
+        batch_stats=final.batch_stats,
+        opt_state=common.fast_forward(final.opt_state, 0),
+        mask_opt_state=common.fast_forward(final.mask_opt_state, 0),
+        rng=jnp.array(rng))
+
+  with preemption.SigtermFlag() as sigterm:
+    progress = progress_lib.Progress(config, workdir, total, sigterm)
+    search0, init0 = fresh()
+    # Carried: the search iterate, the rewind point (round 0, step k) and
+    # the ticket in retraining; unset ones hold a placeholder.
+    resumed = progress.restore({'search': search0, 'saved': init0,
+                                'ticket': init0})
+    first, cur = 0, None
+    if resumed is not None:
+      results, first = resumed.results, resumed.phase
+      logging.info('cs: resuming at phase %d, step %d', resumed.phase,
+                   resumed.step)
+    elapsed = results.get('wall_time_s', 0.0)
+    ticket_step = None  # built with the first logits (which leaves are sparse)
+
+    for li, lam in enumerate(lambdas):
+      if (li + 1) * (rounds + 1) <= first:
+        continue  # this lambda is done
+      rng, saved, final = None, None, None
+      for r in range(rounds + 1):  # the rounds, then the ticket
+        phase = li * (rounds + 1) + r
+        if phase < first:
+          continue
+        if rng is None:
+          search0, _ = fresh()
+          rng = jax.device_get(search0.rng)  # each round restarts from it
+        if resumed is not None and phase == first:  # the phase resumes
+          trees, step = resumed.trees, resumed.step
+          if r > 0 or step >= k:
+            saved = common.snapshot(trees['saved'])
+          final = trees['search']
+          cur = (trees['ticket'] if r == rounds else trees['search'])
+          resumed = None
+          if step == total:  # that phase is done
+            cur = None
+            continue
+        elif r == 0:
+          cur = search0
+        elif r < rounds:
+          cur = next_round(final, rng)
+        else:
+          cur = common.rewind(saved, cs.hard_masks(final.logits), setup.inner,
+                              start_step=0)
+        if ticket_step is None:
+          sparse = jax.tree.map(lambda x: None if x is None else True,
+                                final.logits if final is not None
+                                else cur.logits, is_leaf=lambda x: x is None)
+          ticket_step = train.make_train_step(
+              setup.model, dense_tx, setup.lr_fn, info.kind, info.num_classes,
+              config.optimizer.label_smoothing,
+              param_transform=lambda p, sp=sparse: cs.scaled_params(p, sp,
+                                                                    scale))
+        if r == rounds:
+          cur = _retrain_ticket(setup._replace(train_step=ticket_step),
+                                  progress, phase, final, saved, cur, lam,
+                                  log_every, scale, results)
+        else:
+          final, saved = _search_round(
+              setup, progress, phase, cur, saved, search_step, beta_at, lam,
+              r, k, log_every, results)
+        results['wall_time_s'] = elapsed + time.time() - t_start
+        common.write(workdir, results)
+        progress.save(phase, total, {'search': final, 'saved': saved,
+                                     'ticket': (cur if r == rounds else
+                                                final.train_state())},
+                      results)
+        cur = None
+    progress.close()
   results['complete'] = True
-  results['wall_time_s'] = time.time() - t_start
+  results['wall_time_s'] = elapsed + time.time() - t_start
   common.write(workdir, results)
   return results
+
+
+def _search_round(setup, progress, phase, state, saved, search_step, beta_at,
+                  lam, r, k, log_every, results):
+  """Trains one CS round from ``state`` (at its step) to the end, records
+  its row; returns the final iterate and the rewind point."""
+  total = setup.total_steps
+  start = int(state.step)
+  # Each round reads a fresh stretch of the (deterministic) data stream.
+  batches = setup.data.train_batches(r * total + start)
+  hook = progress.periodic(phase, lambda st: {
+      'search': st, 'saved': st.train_state() if saved is None else saved,
+      'ticket': st.train_state()}, results)
+  t0 = time.time()
+  for i in range(start, total):
+    if r == 0 and i == k:
+      saved = common.snapshot(state.train_state())
+    state, metrics = search_step(state, next(batches), beta_at(i),
+                                 jnp.float32(lam))
+    hook(state, i + 1)
+    if (i + 1) % log_every == 0 or i + 1 == total:
+      common.check_finite(metrics['loss'], f'cs lambda {lam:g} round {r}',
+                          i + 1)
+      logging.info(
+          'cs lambda %g round %d: step %d/%d, beta %.1f, loss %.4f, '
+          'penalty %.1f, %.1f steps/s', lam, r, i + 1, total,
+          float(beta_at(i)), float(metrics['loss']),
+          float(metrics['penalty']), (i + 1 - start) / max(time.time() - t0,
+                                                           1e-9))
+  beta = beta_at(total - 1)
+  masks = cs.hard_masks(state.logits)
+  s0 = results['mask_init']
+  soft = setup.evaluate(cs.gated_params(state.params, state.logits, beta, s0),
+                        state.batch_stats)
+  hard = setup.evaluate(cs.scaled_params(
+      rigl_jax.apply_masks(state.params, masks), masks, cs.ticket_scale(s0)),
+      state.batch_stats)
+  row = {'lambda': lam, 'round': r, **common.sparsity(masks),
+         'final_temperature': float(beta),
+         'search_test_accuracy': soft['accuracy'],
+         'hard_mask_test_accuracy': hard['accuracy']}
+  results['curve'].append(row)
+  logging.info('cs lambda %g round %d: sparsity %.4f, search accuracy '
+               '%.4f, hard-mask accuracy %.4f', lam, r, row['sparsity'],
+               row['search_test_accuracy'], row['hard_mask_test_accuracy'])
+  return state, saved
+
+
+def _retrain_ticket(setup, progress, phase, final, saved, ticket, lam,
+                    log_every, scale, results):
+  """Retrains the ticket from ``ticket`` (at its step) and records its row;
+  returns the retrained ticket."""
+  hook = progress.periodic(phase, lambda st: {
+      'search': final, 'saved': saved, 'ticket': st}, results)
+  ticket = common.train_to(setup, ticket, setup.total_steps, log_every,
+                           f'cs lambda {lam:g} ticket', hook)
+  masks = rigl_jax.get_masks(ticket.opt_state)
+  test = setup.evaluate(cs.scaled_params(ticket.params, masks, scale),
+                        ticket.batch_stats)
+  row = {'lambda': lam, **common.sparsity(masks), 'test_accuracy':
+         test['accuracy'], 'test_loss': test['loss']}
+  results['tickets'].append(row)
+  results.update(test_accuracy=row['test_accuracy'],
+                 global_sparsity=row['sparsity'])
+  logging.info('cs lambda %g ticket: sparsity %.4f, test accuracy %.4f',
+               lam, row['sparsity'], row['test_accuracy'])
+  return ticket

@@ -12,7 +12,9 @@ import ml_collections
 
 import rigl_jax
 from rigl_jax.experiment import builders
+from rigl_jax.experiment import preemption
 from rigl_jax.experiment.ticket_search import common
+from rigl_jax.experiment.ticket_search import progress as progress_lib
 from rigl_jax.tickets import imp
 
 
@@ -50,53 +52,83 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
   k = common.check_int('imp.rewind_step', c['rewind_step'], 0,
                        setup.total_steps)
   log_every = config.get('log_every_steps') or setup.total_steps
-
-  state = builders.create_train_state(config, setup.model,
-                                      setup.static_tx(None), setup.info,
-                                      jax.random.PRNGKey(config.seed))
-  masks = rigl_jax.get_masks(state.opt_state)
+  total = setup.total_steps
   controls = tuple(c['controls'])
+
+  init = builders.create_train_state(config, setup.model,
+                                     setup.static_tx(None), setup.info,
+                                     jax.random.PRNGKey(config.seed))
+  # The phases, in order: round 0, then per round its training (the
+  # lottery line) and its control branches (which read that round's masks).
+  phases = [(0, None)] + [(r, name) for r in range(1, rounds + 1)
+                          for name in (None,) + controls]
   results = {'ticket_search': 'imp', 'rewind_step': k, 'prune_fraction':
-             fraction, 'scope': scope, 'steps': setup.total_steps,
+             fraction, 'scope': scope, 'steps': total,
              'curve': [], 'complete': False, 'config': config.to_dict()}
   if controls:
     results['controls'] = {name: [] for name in controls}
-  saved = None
-  for r in range(rounds + 1):
-    if r > 0:
-      masks = imp.prune_remaining(state.params, masks, fraction, scope)
-      for name in controls:
-        control = _control_start(name, setup, config, saved, masks, r)
-        control = common.train_to(setup, control, setup.total_steps,
-                                  log_every, f'imp round {r} ({name})')
-        test = setup.evaluate(control.params, control.batch_stats)
-        results['controls'][name].append({
-            'round': r, **common.sparsity(
-                rigl_jax.get_masks(control.opt_state)),
-            'test_accuracy': test['accuracy'], 'test_loss': test['loss']})
-      state = common.rewind(saved, masks, setup.inner)
-    elif k == 0:
-      saved = common.snapshot(state)
-    else:  # round 0 up to step k, snapshot, then on to the end
-      state = common.train_to(setup, state, k, log_every, 'imp round 0')
-      saved = common.snapshot(state)
-    state = common.train_to(setup, state, setup.total_steps, log_every,
-                     f'imp round {r}')
-    # The masks this round trained with (the arrays given to `init` were
-    # donated with the state).
-    masks = rigl_jax.get_masks(state.opt_state)
-    test = setup.evaluate(state.params, state.batch_stats)
-    row = {'round': r, **common.sparsity(masks),
-           'test_accuracy': test['accuracy'], 'test_loss': test['loss']}
-    results['curve'].append(row)
-    results.update(test_accuracy=row['test_accuracy'],
-                   global_sparsity=row['sparsity'],
-                   wall_time_s=time.time() - t_start)
-    logging.info('imp round %d: sparsity %.4f, test accuracy %.4f', r,
-                 row['sparsity'], row['test_accuracy'])
-    common.write(workdir, results)
+
+  with preemption.SigtermFlag() as sigterm:
+    progress = progress_lib.Progress(config, workdir, total, sigterm)
+    # What the search carries: the state in training, the lottery line's
+    # last trained state (its masks are the round's) and the iterate at
+    # the rewind step. Unset ones hold a placeholder of the same structure.
+    resumed = progress.restore({'train': init, 'line': init, 'saved': init})
+    first, line, saved, cur = 0, None, None, None
+    if resumed is not None:
+      first, results = resumed.phase, resumed.results
+      cur = resumed.trees['train']
+      if resumed.phase > 0 or resumed.step >= k:  # past the snapshot
+        saved = common.snapshot(resumed.trees['saved'])
+      if resumed.phase > 0 or resumed.step == total:  # round 0 is done
+        line = resumed.trees['line']
+      if resumed.step == total:  # that phase is done
+        first, cur = first + 1, None
+      logging.info('imp: resuming at phase %d, step %d', resumed.phase,
+                   resumed.step)
+    elapsed = results.get('wall_time_s', 0.0)
+
+    for phase in range(first, len(phases)):
+      r, name = phases[phase]
+      if cur is None:  # the phase starts here
+        if r == 0:
+          cur = init
+        elif name is None:
+          masks = imp.prune_remaining(
+              line.params, rigl_jax.get_masks(line.opt_state), fraction, scope)
+          cur = common.rewind(saved, masks, setup.inner)
+        else:
+          cur = _control_start(name, setup, config, saved,
+                               rigl_jax.get_masks(line.opt_state), r)
+      tag = f'imp round {r}' + (f' ({name})' if name else '')
+      hook = progress.periodic(
+          phase, lambda st: {'train': st, 'line': st if line is None else line,
+                             'saved': st if saved is None else saved},
+          results)
+      if saved is None:  # round 0 up to the rewind step
+        cur = common.train_to(setup, cur, k, log_every, tag, hook)
+        saved = common.snapshot(cur)
+      cur = common.train_to(setup, cur, total, log_every, tag, hook)
+      test = setup.evaluate(cur.params, cur.batch_stats)
+      row = {'round': r, **common.sparsity(rigl_jax.get_masks(cur.opt_state)),
+             'test_accuracy': test['accuracy'], 'test_loss': test['loss']}
+      if name is None:
+        line = cur
+        results['curve'].append(row)
+        results.update(test_accuracy=row['test_accuracy'],
+                       global_sparsity=row['sparsity'])
+      else:
+        results['controls'][name].append(row)
+      results['wall_time_s'] = elapsed + time.time() - t_start
+      logging.info('%s: sparsity %.4f, test accuracy %.4f', tag,
+                   row['sparsity'], row['test_accuracy'])
+      common.write(workdir, results)
+      progress.save(phase, total, {'train': cur, 'line': line,
+                                   'saved': saved}, results)
+      cur = None
+    progress.close()
   results['complete'] = True
-  results['wall_time_s'] = time.time() - t_start
+  results['wall_time_s'] = elapsed + time.time() - t_start
   common.write(workdir, results)
   return results
 

@@ -1,0 +1,78 @@
+"""Ticket searches SIGKILLed mid-phase resume to the uninterrupted result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+
+REPO = helpers.REPO
+
+# 8 steps per phase (2 epochs of 4 on 1% of Fashion-MNIST), a checkpoint
+# every 4: a search's checkpoint number is phase * 9 + step.
+TINY = ('--config.data.train_fraction=0.01',
+        '--config.data.eval_batch_size=2500',
+        '--config.num_train_steps=8', '--config.log_every_steps=4',
+        '--config.checkpoint_every_steps=4')
+SEARCHES = {
+    # Phases: round 0 | round 1, its random_mask control | round 2, control.
+    'imp': ('imp_fashion_mnist.py', '--config.imp.rounds=2',
+            '--config.imp.rewind_step=2',
+            "--config.imp.controls=('random_mask',)"),
+    # Phases: lambda 0: rounds 0, 1, ticket | lambda 1: rounds 0, 1, ticket.
+    'cs': ('cs_fashion_mnist.py', '--config.cs.lambdas=(0.0, 1.0)',
+           '--config.cs.rounds=2', '--config.cs.rewind_step=1',
+           '--config.cs.mask_init=0.05'),
+}
+
+
+def _run(search, workdir, fault=None):
+  env = dict(os.environ)
+  env.pop('RIGL_JAX_FAULT', None)
+  if fault:
+    env['RIGL_JAX_FAULT'] = fault
+  config, *flags = SEARCHES[search]
+  cmd = [sys.executable, os.path.join(REPO, 'main.py'), '--config',
+         os.path.join(REPO, 'configs', config), '--workdir', str(workdir),
+         *TINY, *flags]
+  return subprocess.run(cmd, cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    res = json.load(f)
+  res.pop('wall_time_s')
+  return res
+
+
+# Kill points (checkpoint numbers): IMP round 0 at step 6 (past the rewind
+# step: resumes from step 4 with the rewind point saved), then round 2's
+# control at step 7; CS lambda 0's ticket at step 5, then lambda 1's round
+# 0 right after the checkpoint of step 4 was committed.
+@pytest.mark.parametrize('search, faults, resumed_at', [
+    ('imp', ('after_step@6', 'after_step@43'), 'phase 4, step 4'),
+    pytest.param('cs', ('after_step@23', 'after_save@31'), 'phase 3, step 4',
+                 marks=pytest.mark.slow)])
+def test_killed_search_resumes_to_the_uninterrupted_tickets(
+    tmp_path, search, faults, resumed_at):
+  full = tmp_path / 'full'
+  proc = _run(search, full)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  part = tmp_path / 'part'
+  for fault in faults:
+    proc = _run(search, part, fault)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    if os.path.exists(part / 'results.json'):
+      assert not _results(part)['complete']
+  proc = _run(search, part)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # Old code started the search again from round 0.
+  assert f'resuming at {resumed_at}' in proc.stderr, proc.stderr[-3000:]
+  # Same tickets, sparsities and accuracies, row for row.
+  assert _results(part) == _results(full)
