@@ -8,8 +8,9 @@ Multi-host (GPU clusters, TPU pods): run the same command on every host with
 process count and index from the environment (TPU pods, SLURM, Open MPI, or
 ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``).
 
-Exit codes: 0 done, 2 bad input (config, data, checkpoint) or NaN/Inf loss
-(one ``error:`` line), 143 stopped by SIGTERM after saving a checkpoint.
+Exit codes: 0 done, 2 bad input (a flag, an unknown config field, config,
+data, checkpoint) or NaN/Inf loss (one ``error:`` line,
+`rigl_jax.experiment.cli`), 143 stopped by SIGTERM after saving a checkpoint.
 """
 
 import os
@@ -21,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rigl_jax.experiment import cli
 from rigl_jax.experiment import preemption
 from rigl_jax.experiment import train
 from rigl_jax.experiment import ticket_search
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

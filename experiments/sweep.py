@@ -26,7 +26,6 @@ config file has several.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import inspect
@@ -45,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # configs import `configs.*`, as under main.py
   sys.path.insert(0, REPO)
 
+from rigl_jax.experiment import cli  # pylint: disable=g-import-not-at-top
 from rigl_jax.experiment import results as results_lib  # pylint: disable=g-import-not-at-top
 
 # Results fields summarised per group, in table order (those present).
@@ -156,12 +156,29 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
   return out
 
 
+def _check_fields(config: str, fields: list[str]) -> None:
+  """Refuses swept or ``--set`` fields that the config does not declare
+  (before any run starts, with the closest valid name)."""
+  path, _, arg = config.partition(':')
+  spec = importlib.util.spec_from_file_location('_sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'{path} defines no get_config()')
+  loaded = module.get_config(arg) if arg else module.get_config()
+  for field in dict.fromkeys(fields):
+    problem = cli.override_problem(loaded, field)
+    if problem:
+      raise ValueError(f'{problem} (in the sweep of {path} or --set)')
+
+
 def plan(config: str, root: str, sweep_name: Optional[str] = None,
          sets: Optional[dict[str, Any]] = None,
          python: str = sys.executable) -> list[dict[str, Any]]:
   """Expands a config's sweep into runs with workdirs and commands, and
   writes the plan to ``<root>/sweep.json``."""
   runs = expand(load_sweep(config, sweep_name))
+  _check_fields(config, [k for run in runs for k in run] + list(sets or {}))
   path, sep, arg = config.partition(':')
   config = os.path.abspath(path) + sep + arg
   os.makedirs(root, exist_ok=True)
@@ -297,7 +314,7 @@ def write_tables(root: str, columns: list[str], rows: list[dict],
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('action', choices=('run', 'print', 'collect'))
   parser.add_argument('--config', help='config file declaring get_sweep()')
   parser.add_argument('--root', required=True, help='one folder per run here')

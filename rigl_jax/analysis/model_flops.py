@@ -218,4 +218,5 @@ def main() -> None:
                     "conv output sizes: the paper's 'same' rule or the "
                     "model's own")
   flags.mark_flags_as_required(['config'])
-  app.run(_main)
+  from rigl_jax.experiment import cli  # pylint: disable=g-import-not-at-top
+  app.run(_main, flags_parser=cli.parse_flags)

@@ -8,7 +8,6 @@ the experiment system (its config, data description and train state).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ import ml_collections
 import rigl_jax
 from rigl_jax.deploy import export as export_lib
 from rigl_jax.experiment import builders
+from rigl_jax.experiment import cli as cli_lib
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import results as results_lib
 
@@ -99,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   Returns:
     The exit code: 0, or 2 with one ``error:`` line for a bad workdir.
   """
-  parser = argparse.ArgumentParser(
+  parser = cli_lib.ArgumentParser(
       prog='python -m rigl_jax.deploy',
       description='Export a finished run as a compact sparse .npz file.')
   parser.add_argument('--workdir', required=True,

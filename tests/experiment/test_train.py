@@ -149,6 +149,18 @@ def _main(tmp_path, *overrides, workdir=None):
                  ('config.sparsity.distribution', "'erk'"),
                  marks=pytest.mark.slow),
     ('--config.sparsity.sparsity=1.5', ('config.sparsity.sparsity', '[0, 1)')),
+    # Command-line mistakes (old code: a 30-line traceback each).
+    ('--config.sparsity.sparsty=0.8',
+     ('unknown field config.sparsity.sparsty',
+      'did you mean config.sparsity.sparsity?')),
+    pytest.param('--config.num_train_steps=1.5',
+                 ('--config.num_train_steps=1.5', 'int'),
+                 marks=pytest.mark.slow),
+    pytest.param('--config.model.kwargs.hidden_sizes=(0,)',
+                 ('config.model.kwargs.hidden_sizes', '>= 1'),
+                 marks=pytest.mark.slow),
+    pytest.param('--config.seed.x=1', ('config.seed', 'not a section'),
+                 marks=pytest.mark.slow),
 ])
 def test_bad_config_one_clear_line(tmp_path, override, needles):
   proc = _main(tmp_path, override)

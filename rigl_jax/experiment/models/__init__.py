@@ -87,7 +87,34 @@ def get_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
   if name not in MODELS:
     raise ValueError(
         f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}.')
+  for field, value in kwargs.items():
+    problem = _size_problem(field, value)
+    if problem:
+      raise ValueError(f'config.model.kwargs.{field} = {value!r}: {problem}')
   return MODELS[name](num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+def _size_problem(field: str, value: Any) -> str | None:
+  """What is wrong with a size-like model field, or None.
+
+  The integer fields of the zoo's models are sizes and counts: a list of
+  them (layer widths, channels, blocks per stage) holds integers >= 1; a
+  single one is >= 0 (``small_cnn``'s ``hidden_size=0``: no hidden layer).
+  Multipliers are positive and dropout rates in [0, 1).
+  """
+  listed = isinstance(value, (list, tuple))
+  values = value if listed else [value]
+  ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+  if ints and any(v < (1 if listed else 0) for v in ints):
+    return ('sizes and counts must be integers >= 1' if listed else
+            'must be an integer >= 0')
+  if field.endswith('multiplier') and not (
+      isinstance(value, (int, float)) and value > 0):
+    return 'must be a number > 0'
+  if field.endswith('dropout_rate') and not (
+      isinstance(value, (int, float)) and 0 <= value < 1):
+    return 'must be in [0, 1)'
+  return None
 
 
 __all__ = (

@@ -1,0 +1,77 @@
+"""Command-line mistakes: one `error:` line, exit 2, for every command."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rigl_jax.deploy import cli as deploy_cli
+from rigl_jax.experiment import cli
+from tests import helpers
+
+sys.path.insert(0, helpers.REPO)
+from experiments import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIG = {'seed': 0, 'model': {'name': 'mlp', 'kwargs': {}},
+          'sparsity': {'sparsity': 0.9, 'method': 'rigl'}}
+
+
+@pytest.mark.parametrize('dotted, want', [
+    ('sparsity.sparsity', None),
+    ('model.kwargs', None),
+    ('sparsity.sparsty', 'did you mean config.sparsity.sparsity?'),
+    ('sparsty.sparsity', 'unknown field config.sparsty; did you mean '
+                         'config.sparsity?'),
+    ('optimizer.lr', 'unknown field config.optimizer (fields of config: '
+                     'model, seed, sparsity)'),
+    ('model.kwargs.hidden_sizes', 'config.model.kwargs is empty; set it '
+                                  "whole: --config.model.kwargs=\"{'hidden_"
+                                  "sizes': ...}\""),
+    ('seed.x', 'config.seed holds a value of type int, not a section'),
+])
+def test_override_problem_names_the_closest_field(dotted, want):
+  got = cli.override_problem(CONFIG, dotted)
+  if want is None:
+    assert got is None
+  else:
+    assert want in got, got
+
+
+def _one_error_line(capsys, fn, *args):
+  with pytest.raises(SystemExit) as e:
+    fn(*args)
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: '), err
+  return err[0]
+
+
+def test_deploy_cli_bad_arguments(capsys):
+  line = _one_error_line(capsys, deploy_cli.main, ['--workdir', 'x',
+                                                    '--compresed'])
+  assert 'unrecognized arguments: --compresed' in line
+
+
+def test_sweep_bad_action_and_unknown_field(capsys, tmp_path):
+  line = _one_error_line(capsys, sweep.main, ['prnt', '--root',
+                                               str(tmp_path)])
+  assert "invalid choice: 'prnt'" in line and "'print'" in line
+  config = os.path.join(helpers.REPO, 'configs', 'default.py')
+  assert sweep.main(['print', '--config', config, '--root', str(tmp_path),
+                     '--set', 'sparsity.sparsty=0.5']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'did you mean config.sparsity.sparsity?' in err[0]
+  assert not os.listdir(tmp_path)  # nothing planned, nothing run
+
+
+def test_flops_cli_typo_is_one_line():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rigl_jax.analysis', '--config',
+       os.path.join(helpers.REPO, 'configs', 'default.py'),
+       '--config.sparsity.distributon=erk'],
+      capture_output=True, text=True, cwd=helpers.REPO, timeout=300)
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(err) == 1 and 'config.sparsity.distribution?' in err[0], err
+  assert 'Traceback' not in proc.stderr
