@@ -4,8 +4,11 @@ Each checkpoint is one orbax step folder holding two items:
 
 - ``state``: the whole train state, saved sharded (each process writes its
   shards) with the masks bit-packed (one bit per weight instead of a byte);
-- ``meta``: JSON with the step, the config that wrote it and a SHA-256 of
-  the saved state (single-process runs).
+- ``meta``: JSON with the step, the config that wrote it, a fingerprint of
+  the saved state (`integrity`: summed on the devices shard by shard, so it
+  neither copies the state to the host nor depends on the mesh, and it is
+  written and verified on one host or many) and what the caller adds
+  (``extra``: a ticket search's results so far).
 
 Orbax writes a step into a temporary folder and renames it when complete, so
 a kill during a write leaves no half checkpoint; leftover temporary folders
@@ -27,11 +30,13 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from rigl_jax import transform
+from rigl_jax.experiment import integrity
 
 # Config fields that may change between a run and its resumption: they do
 # not change what is computed (where it runs, how often it logs or saves).
@@ -117,6 +122,19 @@ def state_checksum(state: Any) -> Optional[str]:
     h.update(f'{x.dtype.str}{x.shape}'.encode())
     h.update(x.tobytes())
   return h.hexdigest()
+
+
+def _intact(packed: Any, meta: dict[str, Any]) -> bool:
+  """Whether a restored (packed) state matches its checkpoint's meta.
+
+  Every process computes the same answer (`integrity.fingerprint` is one
+  collective program), so all of them fall back alike. Checkpoints written
+  before fingerprints carry a SHA-256 of the whole state (`state_checksum`).
+  """
+  if 'fingerprint' in meta:
+    return integrity.fingerprint(packed) == meta['fingerprint']
+  expected = meta.get('checksum')
+  return expected is None or state_checksum(packed) in (None, expected)
 
 
 def _is_sparse_state(x: Any) -> bool:
@@ -222,8 +240,9 @@ class Checkpoints:
     write finishes; `wait` blocks until it has). ``extra``: JSON data saved
     with it (a ticket search's results so far), back from `restore_meta`."""
     packed = pack_masks(state)
+    # Summed on the devices, shard by shard (`integrity`): no host copy.
     meta = {'step': int(step), 'config': self.config,
-            'checksum': state_checksum(packed), 'extra': extra}
+            'fingerprint': integrity.fingerprint(packed), 'extra': extra}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(packed),
         meta=ocp.args.JsonSave(meta)), force=True)
@@ -289,22 +308,33 @@ class Checkpoints:
             'Differences (checkpoint -> now): ' + '; '.join(diff) +
             '. Resume with the original config (saved in the checkpoint\'s '
             'meta), or use a new workdir.')
+      error = None
       try:
         packed = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_packed)))['state']
       except Exception as e:  # pylint: disable=broad-except
-        damaged.append((step, f'unreadable state ({type(e).__name__}: '
-                              f'{str(e)[:200]})'))
+        error = f'unreadable state ({type(e).__name__}: {str(e)[:200]})'
+      if jax.process_count() > 1:  # damaged for one process: for all
+        failed = multihost_utils.process_allgather(
+            np.array(error is not None))
+        if error is None and np.any(failed):
+          error = 'unreadable state on another process'
+      if error is not None:
+        damaged.append((step, error))
         continue
-      expected = meta.get('checksum')
-      if expected is not None and state_checksum(packed) != expected:
+      if not _intact(packed, meta):
         damaged.append((step, 'checksum mismatch'))
         continue
-      for bad, why in damaged:
-        dest = self._move_aside(bad)
-        logging.warning('Checkpoint %d is damaged (%s); moved it to %s and '
-                        'resumed from step %d.', bad, why, dest, step)
       if damaged:
+        # Every process found the same damage (the fingerprint is global);
+        # one moves the folders, the others wait for it.
+        for bad, why in damaged:
+          dest = (self._move_aside(bad) if jax.process_index() == 0 else
+                  os.path.join(self.directory, 'damaged', str(bad)))
+          logging.warning('Checkpoint %d is damaged (%s); moved it to %s and '
+                          'resumed from step %d.', bad, why, dest, step)
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices('rigl_jax_damaged_moved')
         self._manager = self._open()
       return unpack_masks(packed, abstract), step, meta.get('extra')
     if damaged:

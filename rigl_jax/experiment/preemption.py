@@ -16,6 +16,9 @@ import os
 import signal
 import threading
 
+import jax
+from jax.experimental import multihost_utils
+
 
 class Preempted(Exception):
   """SIGTERM arrived; a checkpoint of ``step`` was written before stopping."""
@@ -27,12 +30,23 @@ class Preempted(Exception):
 
 
 class SigtermFlag:
-  """Records SIGTERM while installed (main thread only).
+  """Records SIGTERM while installed; `stop` says when to save and stop.
+
+  One process: a Python SIGTERM handler sets ``raised``, and the loop
+  saves at the step it is at. Several processes (after
+  `jax.distributed.initialize`): each host may get the signal at another
+  step, and a host that enters the collective save while the others run
+  the train step hangs them all. There JAX's preemption service (its
+  coordination service catches SIGTERM) agrees on the step:
+  `jax.experimental.multihost_utils.reached_preemption_sync_point` turns
+  True on every process at the same step, one past the largest step any
+  of them had reached when the first signal arrived. The loop must call
+  `stop` at every step, from the same start step on every process.
 
   Example:
 
   >>> with SigtermFlag() as sigterm:
-  ...   stop = sigterm.raised   # checked once per step by the loop
+  ...   stop = sigterm.stop(1)   # checked once per step by the loop
   >>> stop
   False
   """
@@ -40,15 +54,25 @@ class SigtermFlag:
   def __init__(self):
     self.raised = False
     self._previous = None
+    self._synced = False
 
   def __enter__(self) -> 'SigtermFlag':
-    if threading.current_thread() is threading.main_thread():
+    self._synced = (jax.process_count() > 1 and
+                    jax.config.jax_enable_preemption_service)
+    if (not self._synced and
+        threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame) -> None:
     del signum, frame
     self.raised = True
+
+  def stop(self, step: int) -> bool:
+    """Whether to save at ``step`` and stop (the same on every process)."""
+    if self._synced and not self.raised:
+      self.raised = multihost_utils.reached_preemption_sync_point(step)
+    return self.raised
 
   def __exit__(self, *exc) -> bool:
     if self._previous is not None:

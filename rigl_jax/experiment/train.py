@@ -354,7 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       for hook in hooks:
         hook(step)
 
-      save = step % ckpt_every == 0 or step == total_steps or sigterm.raised
+      stop = sigterm.stop(step)  # agreed by every process
+      save = step % ckpt_every == 0 or step == total_steps or stop
       # Logs at checkpoint steps too, so a resumed run logs the same rows.
       if step % log_every == 0 or save:
         _check_finite(unchecked, ckpt_dir, last_saved)
@@ -381,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           ckpts.wait()
         last_saved = step
         preemption.fault_point('after_save', step)
-        if sigterm.raised:
+        if stop:
           writer.flush()
           ckpts.close()
           raise preemption.Preempted(step, ckpt_dir)

@@ -402,3 +402,29 @@ def test_the_registry_matches_the_bundled_data():
       assert info.num_train == spec.num_train
   corpus = shakespeare.load()
   assert len(corpus.split('train')) == base.SPECS['shakespeare'].num_train
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'imagenet2012'])
+def test_tfds_resume_is_exact_and_bounded_by_one_epoch(name):
+  """A tfds stream resumed at step N gives the uninterrupted batches, and
+  starts at N's epoch: resuming 10**9 steps in reads no more than at 3."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from rigl_jax.experiment.data import tfds_images  # pylint: disable=g-import-not-at-top
+  config = _config(name, source='tfds', batch_size=4, eval_batch_size=6,
+                   image_size=32, shuffle_buffer=16)
+  with tfds.testing.mock_data(num_examples=10):
+    ds = data.get_data(config, seed=3, process_index=0, process_count=1)
+    # 10 examples, batches of 4: epochs end mid-batch (2.5 steps each).
+    stream = _take(ds.train_batches(0), 12)
+    for start in (1, 2, 5, 9):
+      resumed = _take(ds.train_batches(start), 12 - start)
+      for a, b in zip(stream[start:], resumed):
+        _assert_batches_equal(a, b)
+    # Epochs differ in order (reshuffled with the epoch's seed).
+    assert stream[0]['label'].tolist() != stream[5]['label'].tolist() or (
+        stream[1]['label'].tolist() != stream[6]['label'].tolist())
+    # Old code skipped 4 * 10**9 records here (hours); now it starts at
+    # epoch 4 * 10**8 and skips none.
+    assert tfds_images.resume_position(4 * 10**9, 10) == (4 * 10**8, 0)
+    far = next(ds.train_batches(10**9))
+    assert far['image'].shape == (4, 32, 32, 3)

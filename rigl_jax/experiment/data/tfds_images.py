@@ -5,12 +5,15 @@ Supports 'mnist', 'fashion_mnist', 'cifar10', 'cifar100' and 'imagenet2012'
 
 Each process reads its own shard of every split
 (`tfds.split_for_jax_process`). The train stream is: read with a seeded file
-order, cache (small datasets), shuffle with the data seed, repeat, number the
-examples, augment each with a stateless seed folded from (data seed, process,
-number), and batch. Resuming at `start_step` skips the first
-`start_step * per-process batch` examples *before* augmentation (and, for
-ImageNet, before JPEG decoding), so it replays only reading and shuffling and
-yields exactly the batches an uninterrupted run would.
+order, cache (small datasets), then epoch after epoch, each shuffled with a
+seed of (data seed, epoch); number the examples, augment each with a
+stateless seed folded from (data seed, process, number), and batch.
+Resuming at `start_step` starts at the epoch that holds example
+`start_step * per-process batch` and skips less than one epoch of records
+*before* augmentation (and, for ImageNet, before JPEG decoding), so a
+resume costs at most one epoch of reading however late it comes
+(`resume_position`), and yields exactly the batches an uninterrupted run
+would.
 """
 
 from __future__ import annotations
@@ -23,6 +26,29 @@ import tensorflow_datasets as tfds
 
 from rigl_jax.experiment.data import base
 from rigl_jax.experiment.data import image_ops
+
+# Epochs of the train stream (it ends after this many, i.e. never).
+_EPOCHS = 2**62
+
+
+def resume_position(example: int, epoch_size: int) -> tuple[int, int]:
+  """Where a process's train stream stands at its ``example``-th example.
+
+  The stream is epoch after epoch of this process's shard, each shuffled
+  with a seed of (data seed, epoch), so example ``n`` is example
+  ``n % epoch_size`` of epoch ``n // epoch_size``: a resumed pipeline
+  starts at that epoch and skips less than one epoch of (undecoded)
+  records, however far into training it resumes.
+
+  Example:
+
+  >>> resume_position(2_500_000_000, 1_281_167 // 8)
+  (15610, 136550)
+  """
+  if epoch_size < 1:
+    raise ValueError(f'the train shard is empty (epoch_size={epoch_size})')
+  return divmod(example, epoch_size)
+
 
 try:  # The data pipeline must not take the accelerators from JAX.
   tf.config.set_visible_devices([], 'GPU')
@@ -123,23 +149,35 @@ def get_data(config: ml_collections.ConfigDict, *, seed: int,
   eval_fn = _eval_preprocess(name, spec, image_size)
   eval_cache: dict[str, tf.data.Dataset] = {}
 
+  train_shard = tfds.split_for_jax_process(
+      train_split, process_index=process_index, process_count=process_count,
+      drop_remainder=True)
+  # tfds.even_splits with drop_remainder: every process gets n // count.
+  local_train = num_train // process_count
+
   def train_batches(start_step: int) -> Iterator[base.Batch]:
     if start_step < 0:
       raise ValueError(f'start_step must be >= 0, got {start_step}')
     ds = builder.as_dataset(
-        split=tfds.split_for_jax_process(
-            train_split, process_index=process_index,
-            process_count=process_count, drop_remainder=True),
-        shuffle_files=True, decoders=decoders,
+        split=train_shard, shuffle_files=True, decoders=decoders,
         read_config=tfds.ReadConfig(shuffle_seed=seed))
     if spec.cache:
       ds = ds.cache()
-    ds = ds.shuffle(config.shuffle_buffer, seed=seed,
-                    reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().skip(start_step * local_batch)
-    ds = ds.map(train_fn, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(_AUTOTUNE)
-    return ds.as_numpy_iterator()
+    first = start_step * local_batch  # this process's example number
+    epoch, offset = resume_position(first, local_train)
+
+    def one_epoch(e):  # epoch e's order depends on (seed, e) alone
+      return ds.shuffle(config.shuffle_buffer,
+                        seed=tf.cast(seed, tf.int64) * 1_000_003 + e)
+
+    stream = tf.data.Dataset.range(epoch, _EPOCHS).flat_map(one_epoch)
+    # Skips within one epoch only: the cost of a resume does not grow
+    # with the step.
+    stream = stream.skip(offset).enumerate(start=first)
+    stream = stream.map(train_fn, num_parallel_calls=_AUTOTUNE,
+                        deterministic=True)
+    stream = stream.batch(local_batch, drop_remainder=True)
+    return stream.prefetch(_AUTOTUNE).as_numpy_iterator()
 
   def eval_dataset(split: str) -> tf.data.Dataset:
     # Every process yields the same number of full batches; shards differ by

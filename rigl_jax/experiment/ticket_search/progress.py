@@ -102,9 +102,10 @@ class Progress:
     after it has evaluated the phase.
     """
     def hook(state: Any, step: int) -> None:
-      preemption.fault_point('after_step', self.position(phase, step))
-      if step < self.total_steps and (step % self.every == 0
-                                      or self._sigterm.raised):
+      pos = self.position(phase, step)
+      preemption.fault_point('after_step', pos)
+      stop = self._sigterm.stop(pos)  # agreed by every process
+      if step < self.total_steps and (step % self.every == 0 or stop):
         self.save(phase, step, trees(state), results)
     return hook
 
