@@ -19,10 +19,14 @@ TINY = ('--config.data.train_fraction=0.01',
         '--config.num_train_steps=8', '--config.log_every_steps=4',
         '--config.checkpoint_every_steps=4')
 SEARCHES = {
-    # Phases: round 0 | round 1, its random_mask control | round 2, control.
-    'imp': ('imp_fashion_mnist.py', '--config.imp.rounds=2',
+    # Phases: round 0 | round 1, its random_mask control.
+    'imp': ('imp_fashion_mnist.py', '--config.imp.rounds=1',
             '--config.imp.rewind_step=2',
             "--config.imp.controls=('random_mask',)"),
+    # Phases: round 0 | round 1, control | round 2, control.
+    'imp2': ('imp_fashion_mnist.py', '--config.imp.rounds=2',
+             '--config.imp.rewind_step=2',
+             "--config.imp.controls=('random_mask',)"),
     # Phases: lambda 0: rounds 0, 1, ticket | lambda 1: rounds 0, 1, ticket.
     'cs': ('cs_fashion_mnist.py', '--config.cs.lambdas=(0.0, 1.0)',
            '--config.cs.rounds=2', '--config.cs.rewind_step=1',
@@ -50,12 +54,16 @@ def _results(workdir):
   return res
 
 
-# Kill points (checkpoint numbers): IMP round 0 at step 6 (past the rewind
-# step: resumes from step 4 with the rewind point saved), then round 2's
-# control at step 7; CS lambda 0's ticket at step 5, then lambda 1's round
-# 0 right after the checkpoint of step 4 was committed.
+# Kill points (checkpoint numbers). Default: IMP in round 1's control at
+# step 7 (resumes from its step 4). Under -m slow: IMP killed in round 0 at
+# step 6 (past the rewind step: resumes from step 4 with the rewind point
+# saved) and again in round 2's control at step 7; CS killed inside lambda
+# 0's ticket at step 5, then in lambda 1's round 0 right after the
+# checkpoint of step 4 was committed.
 @pytest.mark.parametrize('search, faults, resumed_at', [
-    ('imp', ('after_step@6', 'after_step@43'), 'phase 4, step 4'),
+    ('imp', ('after_step@25',), 'phase 2, step 4'),
+    pytest.param('imp2', ('after_step@6', 'after_step@43'), 'phase 4, step 4',
+                 marks=pytest.mark.slow),
     pytest.param('cs', ('after_step@23', 'after_save@31'), 'phase 3, step 4',
                  marks=pytest.mark.slow)])
 def test_killed_search_resumes_to_the_uninterrupted_tickets(
