@@ -12,6 +12,7 @@ import ml_collections
 import optax
 
 import rigl_jax
+from rigl_jax.experiment import models
 from rigl_jax.experiment import steps as steps_lib
 
 # Valid values of config.optimizer.name and config.optimizer.schedule (the
@@ -114,6 +115,9 @@ def sparsity_fields(config: ml_collections.ConfigDict,
   if fields.get('seed') is None:
     fields['seed'] = config.seed
   fields['end_step'] = steps_lib.end_step(config.sparsity, total_steps)
+  if fields.get('stacked') is None:  # a scanned model declares its stack
+    fields['stacked'] = models.stacked_leaves(
+        config.model.name, dict(config.model.get('kwargs') or {}))
   return fields
 
 

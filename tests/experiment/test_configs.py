@@ -14,7 +14,7 @@ from rigl_jax.experiment import models
 PAPER_CONFIGS = ['imagenet_resnet50', 'imagenet_mobilenet_v1',
                  'imagenet_mobilenet_v2', 'cifar10_wrn22_8',
                  'shakespeare_lstm', 'cpu_shakespeare_lstm',
-                 'cpu_lenet300_fashion_mnist']
+                 'cpu_lenet300_fashion_mnist', 'cpu_transformer_shakespeare']
 
 
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
@@ -57,21 +57,25 @@ def test_uniform_keeps_the_first_layer_dense():
 # test_train's Shakespeare run the LSTM. All under -m slow.
 _HEAVY = ('resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101',
           'wrn_16_4', 'wrn_22_2', 'wrn_22_8', 'wrn_28_10', 'mobilenet_v1',
-          'mobilenet_v2', 'lenet5', 'char_lstm')
+          'mobilenet_v2', 'lenet5', 'char_lstm', 'transformer_lm', 'vit')
 
 
 @pytest.mark.parametrize('name', [
     pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
     for n in sorted(models.MODELS)])
 def test_every_model_takes_a_sparse_train_step(name):
-  kwargs = {'hidden_size': 16, 'embed_dim': 8} if name == 'char_lstm' else {}
+  small = {'embed_dim': 16, 'num_layers': 2, 'num_heads': 2, 'mlp_dim': 32}
+  kwargs = {'char_lstm': {'hidden_size': 16, 'embed_dim': 8},
+            'transformer_lm': dict(small, max_len=8),
+            'vit': dict(small, patch_size=8)}.get(name, {})
   model = models.get_model(name, num_classes=10, **kwargs)
-  if name == 'char_lstm':
+  tokens = name in ('char_lstm', 'transformer_lm')
+  if tokens:
     x = jnp.zeros((2, 6), jnp.int32)
   else:
     x = jnp.ones((2, 28, 28, 1) if name in ('lenet5', 'lenet_300_100', 'mlp',
                                              'small_cnn') else (2, 32, 32, 3))
-  y = jnp.zeros((2, 6) if name == 'char_lstm' else (2,), jnp.int32)
+  y = jnp.zeros((2, 6) if tokens else (2,), jnp.int32)
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   tx = rigl_jax.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.8,
                      distribution='uniform', update_freq=1, end_step=10,

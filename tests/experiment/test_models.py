@@ -127,19 +127,26 @@ def test_char_lstm_param_count_matches_hand_count():
 @pytest.mark.parametrize('name', sorted(models.MODELS))
 def test_leaf_paths_and_kernel_ranks(name):
   """Readable paths: a named first layer and `head`; 2-D/4-D kernels."""
-  shape, dtype = ((1, 5), jnp.int32) if name == 'char_lstm' else (
-      _input_shape(name), jnp.float32)
-  params = _abstract_params(models.get_model(name, num_classes=7), shape, dtype)
+  tokens = name in ('char_lstm', 'transformer_lm')
+  shape, dtype = ((1, 5), jnp.int32) if tokens else (_input_shape(name),
+                                                     jnp.float32)
+  kwargs = {'patch_size': 4} if name == 'vit' else {}
+  params = _abstract_params(models.get_model(name, num_classes=7, **kwargs),
+                            shape, dtype)
   assert params['head/kernel'].shape[-1] == 7
   assert params['head/bias'].shape == (7,)
   first = {'char_lstm': 'embed/embedding', 'lenet_300_100': 'dense0/kernel',
-           'mlp': 'dense0/kernel'}.get(name, 'conv_init/kernel')
+           'mlp': 'dense0/kernel', 'transformer_lm': 'embed/embedding',
+           'vit': 'patch_embed/kernel'}.get(name, 'conv_init/kernel')
   assert first in params
-  # Convolution kernels are (H, W, Cin, Cout); dense and LSTM ones (in, out).
+  # Convolution kernels are (H, W, Cin, Cout); dense and LSTM ones (in, out);
+  # attention ones (d, heads, head_dim) and (heads, head_dim, d).
   kernels = {p: v for p, v in params.items() if p.endswith('/kernel')}
   assert len(kernels) >= 3
   for path, kernel in kernels.items():
-    assert kernel.ndim == (4 if 'conv' in path else 2), path
+    want = 4 if 'conv' in path or 'patch' in path else (
+        3 if '/attn/' in path else 2)
+    assert kernel.ndim == want, path
   # Every module is named explicitly (no auto names such as `Dense_0`).
   assert not any(part[0].isupper() for p in params for part in p.split('/'))
 
@@ -387,4 +394,5 @@ def test_registry_names():
   assert set(models.MODELS) == {
       'resnet18', 'resnet20', 'resnet34', 'resnet50', 'resnet101', 'wrn_22_8',
       'wrn_22_2', 'wrn_16_4', 'wrn_28_10', 'mobilenet_v1', 'mobilenet_v2',
-      'lenet_300_100', 'lenet5', 'mlp', 'small_cnn', 'char_lstm'}
+      'lenet_300_100', 'lenet5', 'mlp', 'small_cnn', 'char_lstm',
+      'transformer_lm', 'vit'}

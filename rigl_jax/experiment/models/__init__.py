@@ -3,12 +3,17 @@
 Every model is called as `model.apply(variables, x, train=...)`. Image models
 map float (B, H, W, C) inputs to (B, num_classes) float32 logits; models with
 BatchNorm keep running statistics in the `batch_stats` collection (pass
-`mutable=['batch_stats']` when `train=True`). `char_lstm` maps int (B, T)
-tokens to (B, T, num_classes) logits, `num_classes` being the vocabulary size.
+`mutable=['batch_stats']` when `train=True`). `char_lstm` and
+`transformer_lm` map int (B, T) tokens to (B, T, num_classes) logits,
+`num_classes` being the vocabulary size. `transformer_lm` and `vit` stack
+their blocks with `nn.scan` when `scan_layers=True` (`stacked_leaves` gives
+the matching `sparsify(..., stacked=...)` rule, which the experiment system
+passes on by itself).
 
 Every module is named explicitly, so parameter paths read like
 `stage1_block0/conv1/kernel`. The first layer is `conv_init` (`dense0` for the
-MLPs, `embed` for `char_lstm`) and the classifier is `head`, so path-based
+MLPs, `embed` for the language models, `patch_embed` for `vit`) and the
+classifier is `head`, so path-based
 rules can treat them specially. Convolution kernels are (H, W, Cin, Cout),
 depthwise ones (3, 3, 1, C); dense and LSTM kernels are (in, out).
 
@@ -40,6 +45,9 @@ from rigl_jax.experiment.models.resnet import ResNet18
 from rigl_jax.experiment.models.resnet import ResNet34
 from rigl_jax.experiment.models.resnet import ResNet50
 from rigl_jax.experiment.models.small_cnn import SmallCNN
+from rigl_jax.experiment.models import transformer
+from rigl_jax.experiment.models.transformer import TransformerLM
+from rigl_jax.experiment.models.transformer import ViT
 from rigl_jax.experiment.models.wide_resnet import WideResNet
 from rigl_jax.experiment.models.wide_resnet import WRN_16_4
 from rigl_jax.experiment.models.wide_resnet import WRN_22_2
@@ -63,7 +71,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'mlp': MLP,
     'small_cnn': SmallCNN,
     'char_lstm': CharLSTM,
+    'transformer_lm': TransformerLM,
+    'vit': ViT,
 }
+
+
+def stacked_leaves(name: str, kwargs: dict[str, Any]) -> dict[str, int] | None:
+  """The `sparsify(..., stacked=...)` rule of a model built with ``kwargs``:
+  its scanned blocks (``scan_layers=True``), or None."""
+  if name in ('transformer_lm', 'vit') and kwargs.get('scan_layers'):
+    return dict(transformer.STACKED)
+  return None
 
 
 def get_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
