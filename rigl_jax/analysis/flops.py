@@ -6,6 +6,9 @@ MicroNet-challenge ``counting.py``, called from ``rigl/sparse_utils.py``'s
 
 * only convolutions (regular and depthwise) and dense layers count;
   batch norm, pooling, residual additions and embeddings are ignored;
+  an embedding used as the output layer (tied weights, ``Embed.attend``)
+  is a dense layer, and a transformer's Q/K/V/O projections are dense
+  layers with fan-in ``prod(contracted dims)``;
 * a layer with per-group fan-in ``F`` (``kh * kw * c_in / groups`` for a
   conv, ``c_in`` for a dense layer), density ``d`` and ``N`` output elements
   costs ``F*d*N`` multiplies and ``(F*d - 1)*N`` adds (a multiply-add is two
@@ -13,7 +16,16 @@ MicroNet-challenge ``counting.py``, called from ``rigl/sparse_utils.py``'s
   for the ReLU, which the reference counts for every layer;
 * conv output sizes use the reference's 'same' convention,
   ``ceil((in - k + 1 + 2*(k // 2)) / stride)`` per spatial dim
-  (``padding='model'`` uses the model's real output shapes instead).
+  (``padding='model'`` uses the model's real output shapes instead);
+* self-attention's scores and their use are dense whatever the kernels'
+  sparsity, and counted in full (a causal mask is applied to a full score
+  matrix): with ``H`` heads of size ``h``, ``Tq`` queries and ``Tk`` keys,
+  ``QK^T`` costs ``H*Tq*Tk*(2h - 1)``, the softmax ``3*H*Tq*Tk`` (an
+  exponential, an add to the normaliser and a divide per score) and the
+  weighted sum of values ``H*Tq*h*(2*Tk - 1)``. The counting code has no
+  attention (its models have none); this follows its rule of counting
+  every multiply and add. Layer norms, GELUs and the 1/sqrt(h) scaling are
+  elementwise and ignored like batch norm.
 
 Training FLOPs per step (Evci et al. 2020, Section 4.1 and Appendix H), with
 ``f_D`` / ``f_S`` the dense / sparse forward costs: a step costs forward
@@ -42,6 +54,7 @@ import jax
 import numpy as np
 
 from rigl_jax import distributions
+from rigl_jax import layers as layers_lib
 from rigl_jax import masks as masks_lib
 from rigl_jax import methods as methods_lib
 from rigl_jax import paths as paths_lib
@@ -55,10 +68,16 @@ class LayerOp(NamedTuple):
 
   Attributes:
     path: the path string of the layer's kernel in the params tree.
-    kind: ``'conv'``, ``'depthwise'`` or ``'dense'``.
-    kernel_shape: the kernel's shape (flax layout: spatial..., in/groups, out).
-    in_spatial: the input's spatial dims (convs; ``()`` for dense).
-    out_spatial: the model's real output spatial dims (convs).
+    kind: ``'conv'``, ``'depthwise'``, ``'dense'`` or ``'attention'``
+      (the scores of one attention layer; ``path`` then names no
+      parameter and the layer is always dense).
+    kernel_shape: the kernel's shape (flax layout: spatial..., in/groups,
+      out; a dense layer's is ``(fan_in, fan_out)``); for attention
+      ``(heads, head_dim)``.
+    in_spatial: the input's spatial dims (convs; ``()`` for dense; the
+      number of queries ``(Tq,)`` for attention).
+    out_spatial: the model's real output spatial dims (convs; the number of
+      keys ``(Tk,)`` for attention).
     strides: conv strides (``()`` for dense).
     repeats: applications per example (e.g. positions of a sequence).
   """
@@ -86,8 +105,14 @@ def op_flops(op: LayerOp, density: float = 1.0,
 
   Returns:
     ``N * (2 * F * density + 1)`` with ``N`` output elements and per-group
-    fan-in ``F`` (see the module docstring).
+    fan-in ``F``; for attention the dense count of the module docstring.
   """
+  if op.kind == 'attention':
+    (heads, head_dim), (tq,), (tk,) = (op.kernel_shape, op.in_spatial,
+                                       op.out_spatial)
+    scores = heads * tq * tk
+    return float(op.repeats * (scores * (2 * head_dim - 1) + 3 * scores +
+                               heads * tq * head_dim * (2 * tk - 1)))
   fan_in = math.prod(op.kernel_shape[:-1])
   c_out = op.kernel_shape[-1]
   if op.kind == 'dense':
@@ -144,20 +169,23 @@ def sparsities_from_distribution(params: Any, sparsity: float,
                                  **kwargs: Any) -> dict[str, float]:
   """``{path: sparsity}`` from `rigl_jax.sparsity_distribution`.
 
-  Sparsities are the realised ones, ``floor(s * N) / N`` zeros per layer, as
-  the masks will have them.
+  Sparsities are the realised ones, ``floor(s * N) / N`` zeros per layer
+  (per stacked layer with ``stacked=``), as the masks will have them.
   """
   tree = distributions.sparsity_distribution(params, sparsity, distribution,
                                              **kwargs)
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   shapes = dict(zip(paths_lib.leaf_paths(params),
                     [np.shape(x) for x in jax.tree.leaves(params)]))
+  rules = layers_lib.parse_stacked(kwargs.get('stacked'))
   out = {}
   for path, s in flat:
     name = paths_lib.path_str(path)
-    shape = shapes[name]
+    shape = tuple(shapes[name])
+    layer = layers_lib.layer_shape(
+        shape, layers_lib.stack_axis(rules, name, shape))
     out[name] = distributions.num_zeros(
-        shape, s, kwargs.get('sparsity_budget', 'exact')) / math.prod(shape)
+        layer, s, kwargs.get('sparsity_budget', 'exact')) / math.prod(layer)
   return out
 
 

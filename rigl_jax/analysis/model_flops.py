@@ -26,31 +26,57 @@ from rigl_jax.experiment.data import base as data_base
 from rigl_jax.experiment import steps as steps_lib
 
 
+def _as_tuple(v: Any) -> tuple[int, ...]:
+  return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
 def layer_ops(model: nn.Module, input_shape: Sequence[int], *,
               input_dtype: Any = jnp.float32,
               apply_kwargs: Optional[Mapping[str, Any]] = None
               ) -> list[LayerOp]:
-  """Traces ``model`` on one example and lists its conv and dense layers.
+  """Traces ``model`` on one example and lists its layers that count.
 
-  Nothing is computed: shapes come from `jax.eval_shape`. Layers inside an
-  ``nn.RNN`` count once per time step.
+  Nothing is computed: shapes come from `jax.eval_shape`. Counted:
+  ``nn.Conv``, ``nn.Dense`` and ``nn.DenseGeneral`` (a transformer's
+  Q/K/V/O projections), an ``nn.Embed`` used as the output layer
+  (``attend``, tied embeddings) and the scores of every
+  ``nn.MultiHeadDotProductAttention`` (kind ``'attention'``). Layers inside
+  an ``nn.RNN`` count once per time step; a layer whose parameters are
+  stacked (``nn.scan`` / ``nn.vmap``: the kernel has more leading
+  dimensions than the layer uses) counts once per stacked layer.
 
   Args:
-    model: a flax linen model whose layers are ``nn.Conv`` / ``nn.Dense``.
+    model: a flax linen model.
     input_shape: the shape of ONE example (no batch dim).
     input_dtype: its dtype (int32 for token inputs).
     apply_kwargs: extra keyword arguments for ``model.apply`` / ``init``.
 
   Returns:
-    The layers in call order, each kernel once.
+    The layers in call order, each kernel (each attention) once.
   """
   apply_kwargs = dict(apply_kwargs or {})
   x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
   ops: dict[str, LayerOp] = {}
+  # path -> (the kernel path whose leading dims give the stack, the
+  # kernel's rank as the layer uses it)
+  ranks: dict[str, tuple[str, int]] = {}
   repeat_stack = [1]
+
+  def add(path, op, kernel_path, rank):
+    ops.setdefault(path, op)
+    ranks.setdefault(path, (kernel_path, rank))
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
+    name = '/'.join(module.path)
+    if isinstance(module, nn.Embed) and context.method_name == 'attend':
+      query = args[0]
+      path = name + '/embedding'
+      op = LayerOp(path, 'dense', (query.shape[-1], module.num_embeddings),
+                   (), (), (), math.prod(query.shape[1:-1]) *
+                   repeat_stack[-1])
+      add(path, op, path, 2)
+      return next_fun(*args, **kwargs)
     if context.method_name != '__call__':
       return next_fun(*args, **kwargs)
     if isinstance(module, nn.RNN):
@@ -61,28 +87,49 @@ def layer_ops(model: nn.Module, input_shape: Sequence[int], *,
         return next_fun(*args, **kwargs)
       finally:
         repeat_stack.pop()
+    if isinstance(module, nn.MultiHeadDotProductAttention):
+      q = args[0]
+      k = args[1] if len(args) > 1 and args[1] is not None else kwargs.get(
+          'inputs_k', kwargs.get('inputs_kv', q))
+      k = q if k is None else k
+      features = module.qkv_features or q.shape[-1]
+      op = LayerOp(name + '/scores', 'attention',
+                   (module.num_heads, features // module.num_heads),
+                   (q.shape[-2],), (k.shape[-2],), (),
+                   math.prod(q.shape[1:-2]) * repeat_stack[-1])
+      add(op.path, op, name + '/query/kernel', 3)
+      return next_fun(*args, **kwargs)
     out = next_fun(*args, **kwargs)
-    if isinstance(module, (nn.Conv, nn.Dense)):
+    path = name + '/kernel'
+    if isinstance(module, nn.DenseGeneral):
       inputs = args[0]
-      path = '/'.join(module.path) + '/kernel'
-      if isinstance(module, nn.Dense):
-        kernel = (inputs.shape[-1], module.features)
-        # Leading non-batch dims (positions) repeat the layer.
-        repeats = math.prod(inputs.shape[1:-1]) * repeat_stack[-1]
-        op = LayerOp(path, 'dense', kernel, (), (), (), repeats)
-      else:
-        groups = module.feature_group_count
-        ks = tuple(module.kernel_size)
-        nd = len(ks)
-        strides = module.strides or 1
-        strides = ((strides,) * nd if isinstance(strides, int)
-                   else tuple(strides))
-        kernel = (*ks, inputs.shape[-1] // groups, module.features)
-        kind = ('depthwise' if groups > 1 and groups == inputs.shape[-1]
-                else 'conv')
-        op = LayerOp(path, kind, kernel, tuple(inputs.shape[1:1 + nd]),
-                     tuple(out.shape[1:1 + nd]), strides, repeat_stack[-1])
-      ops.setdefault(path, op)
+      axes = [a % inputs.ndim for a in _as_tuple(module.axis)]
+      fan_in = math.prod(inputs.shape[a] for a in axes)
+      features = _as_tuple(module.features)
+      repeats = math.prod(inputs.shape[1:]) // fan_in * repeat_stack[-1]
+      op = LayerOp(path, 'dense', (fan_in, math.prod(features)), (), (), (),
+                   repeats)
+      add(path, op, path, len(axes) + len(features))
+    elif isinstance(module, nn.Dense):
+      inputs = args[0]
+      kernel = (inputs.shape[-1], module.features)
+      # Leading non-batch dims (positions) repeat the layer.
+      repeats = math.prod(inputs.shape[1:-1]) * repeat_stack[-1]
+      add(path, LayerOp(path, 'dense', kernel, (), (), (), repeats), path, 2)
+    elif isinstance(module, nn.Conv):
+      inputs = args[0]
+      groups = module.feature_group_count
+      ks = tuple(module.kernel_size)
+      nd = len(ks)
+      strides = module.strides or 1
+      strides = ((strides,) * nd if isinstance(strides, int)
+                 else tuple(strides))
+      kernel = (*ks, inputs.shape[-1] // groups, module.features)
+      kind = ('depthwise' if groups > 1 and groups == inputs.shape[-1]
+              else 'conv')
+      op = LayerOp(path, kind, kernel, tuple(inputs.shape[1:1 + nd]),
+                   tuple(out.shape[1:1 + nd]), strides, repeat_stack[-1])
+      add(path, op, path, nd + 2)
     return out
 
   def run(x):
@@ -91,21 +138,31 @@ def layer_ops(model: nn.Module, input_shape: Sequence[int], *,
     return variables
 
   variables = jax.eval_shape(run, x)
-  param_paths = set(paths_lib.leaf_paths(variables.get('params', {})))
-  fixed = []
-  for op in ops.values():
-    if op.path not in param_paths:
-      # Module paths may carry wrapper names the params tree lacks (or the
-      # other way round); match on the longest path suffix.
-      matches = [p for p in param_paths
-                 if p.endswith(op.path) or op.path.endswith(p)]
-      if len(matches) != 1:
-        raise ValueError(f'cannot find the kernel of layer {op.path!r} in '
-                         f'the params tree')
-      op = op._replace(path=matches[0])
-    fixed.append(op)
-  return fixed
+  params = variables.get('params', {})
+  shapes = dict(zip(paths_lib.leaf_paths(params),
+                    [tuple(p.shape) for p in jax.tree.leaves(params)]))
 
+  def param_path(path: str) -> str:
+    if path in shapes:
+      return path
+    # Module paths may carry wrapper names the params tree lacks (or the
+    # other way round); match on the longest path suffix.
+    matches = [p for p in shapes if p.endswith(path) or path.endswith(p)]
+    if len(matches) != 1:
+      raise ValueError(f'cannot find the kernel of layer {path!r} in the '
+                       f'params tree')
+    return matches[0]
+
+  fixed = []
+  for path, op in ops.items():
+    kernel_path, rank = ranks[path]
+    kernel_path = param_path(kernel_path)
+    if op.kind != 'attention':
+      op = op._replace(path=kernel_path)
+    shape = shapes[kernel_path]
+    stack = math.prod(shape[:len(shape) - rank])  # 1 unless stacked
+    fixed.append(op._replace(repeats=op.repeats * stack))
+  return fixed
 
 
 def model_and_input(config: Any):
@@ -156,9 +213,12 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
   if isinstance(is_sparse, (list, tuple)):
     is_sparse = list(is_sparse)
   custom = sp_cfg.get('custom_sparsity')
+  stacked = sp_cfg.get('stacked') or models_lib.stacked_leaves(
+      config.model.name, dict(config.model.get('kwargs') or {}))
   sparsities = flops.sparsities_from_distribution(
       params, float(sp_cfg.sparsity), sp_cfg.get('distribution', 'erk'),
       is_sparse=is_sparse, custom_sparsity=dict(custom) if custom else None,
+      stacked=dict(stacked) if stacked else None,
       erk_power_scale=float(sp_cfg.get('erk_power_scale', 1.0)),
       sparsity_budget=sp_cfg.get('sparsity_budget', 'exact'))
   steps_1x = steps_lib.steps_1x(config, num_train)

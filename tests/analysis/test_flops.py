@@ -76,6 +76,47 @@ def test_lstm_counts_every_time_step():
   assert ops['head/kernel'].repeats == 5
 
 
+@pytest.mark.parametrize('scan', [True, False])
+@pytest.mark.parametrize('tied', [False, True])
+def test_hand_computed_transformer(scan, tied):
+  # 2 blocks of width 4 (2 heads of 2, MLP 8), vocabulary 5, 3 tokens.
+  model = models.get_model('transformer_lm', num_classes=5, max_len=3,
+                           embed_dim=4, num_layers=2, num_heads=2,
+                           mlp_dim=8, scan_layers=scan, tie_embeddings=tied)
+  ops = model_flops.layer_ops(model, (3,), input_dtype=jnp.int32)
+  # Per block and example: Q, K, V and O: 3 positions x 4 outputs, each
+  # 2*4 + 1; scores 2 heads x 3 x 3 x (2*2 - 1), softmax 3 per score,
+  # weighted values 2 x 3 x 2 x (2*3 - 1); fc1 3 x 8 x (2*4 + 1); fc2
+  # 3 x 4 x (2*8 + 1). Output layer (head, or the tied embedding):
+  # 3 x 5 x (2*4 + 1). The token embedding is a lookup: nothing.
+  block = 4 * 12 * 9 + (18 * 3 + 3 * 18 + 2 * 3 * 2 * 5) + 24 * 9 + 12 * 17
+  assert block == 1020
+  assert flops.inference_flops(ops) == 2 * block + 15 * 9
+  kinds = sorted({o.kind for o in ops})
+  assert kinds == ['attention', 'dense']
+  out = 'embed/embedding' if tied else 'head/kernel'
+  assert out in {o.path for o in ops}
+  # Sparse kernels scale; the attention scores stay dense.
+  q = [o.path for o in ops if o.path.endswith('query/kernel')]
+  half = {p: 0.5 for p in q} | {out: 0.8}
+  per_q = 12 * (2 * 2 + 1)  # fan-in 4 at density 0.5
+  assert flops.inference_flops(ops, half) == pytest.approx(
+      2 * (block - 12 * 9 + per_q) + 15 * (2 * 4 * 0.2 + 1))
+
+
+def test_transformer_report_counts_stacked_layers_like_unrolled():
+  config = importlib.import_module(
+      'configs.cpu_transformer_shakespeare').get_config()
+  scanned = model_flops.report(config)
+  config.model.kwargs.scan_layers = False
+  unrolled = model_flops.report(config)
+  assert scanned['dense_inference_flops'] == unrolled[
+      'dense_inference_flops']
+  assert scanned['inference_ratio'] == pytest.approx(
+      unrolled['inference_ratio'], rel=1e-4)
+  assert 0.2 < scanned['inference_ratio'] < 0.5  # 80%, attention dense
+
+
 # (distribution, sparsity, inference x, training x at 5x): the RigL paper's
 # Table 2 and the official README (first conv dense for uniform and at 99%).
 PAPER = [('erk', 0.8, 0.42, 2.09), ('uniform', 0.8, 0.23, 1.14),
