@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = 'mlp'
   config.model.kwargs = ml_collections.ConfigDict(
       {'hidden_sizes': (1024, 1024)})
+  # Computation dtype: 'bfloat16' computes activations and gradients in
+  # bf16; parameters, optimizer state, masks and mask scores stay float32.
+  config.model.dtype = 'float32'
 
   # Fields of rigl_jax.sparsify; see rigl_jax.CONFIG_FIELDS.
   config.sparsity = ml_collections.ConfigDict()

@@ -54,7 +54,12 @@ def leaf_paths(tree: Any) -> list[str]:
 # Leaf names that are never weights to prune: biases, norm scales and
 # offsets (Flax: ``bias``, ``scale``; Haiku: ``offset``; Keras-style
 # ``gamma``/``beta``), and leaves under a normalisation module.
-_DENSE_NAME = re.compile(r'(bias|scale|offset|gamma|beta)$', re.I)
+# Biases and norm parameters; learned position embeddings and class
+# tokens (Flax/big_vision/timm names) are added to activations, not
+# multiplied, and stay dense too.
+_DENSE_NAME = re.compile(
+    r'(bias|scale|offset|gamma|beta|pos_?embed\w*|posemb\w*|'
+    r'position_?embed\w*|cls|cls_token)$', re.I)
 _NORM_MODULE = re.compile(r'norm', re.I)
 
 
@@ -79,7 +84,10 @@ def default_is_sparse(path: str, leaf: Any) -> bool:
   dense kernels, Flax's ``kernel``, ``embedding``), is not named like a bias
   or a norm parameter (``bias``, ``scale``, ``offset``, ``gamma``, ``beta``,
   of any shape: attention biases ``(heads, head_dim)`` and stacked
-  LayerNorm scales ``(layers, d)`` stay dense) and does not sit in a
+  LayerNorm scales ``(layers, d)`` stay dense), a learned position
+  embedding or a class token (``pos_embed``, ``pos_embedding``,
+  ``posemb``, ``position_embeddings``, ``cls``, ``cls_token``: added to
+  the activations, not a layer's weights) and does not sit in a
   normalisation module (a path component containing ``norm``). The paper's
   set, the convolution and dense kernels, is what this selects in its models.
 
@@ -98,6 +106,8 @@ def default_is_sparse(path: str, leaf: Any) -> bool:
     >>> paths.default_is_sparse('attn/query/bias', jnp.ones((2, 4)))
     False
     >>> paths.default_is_sparse('LayerNorm_0/scale', jnp.ones((6, 8)))
+    False
+    >>> paths.default_is_sparse('pos_embed', jnp.ones((64, 8)))
     False
   """
   if not can_be_sparse(leaf) or len(leaf.shape) < 2:

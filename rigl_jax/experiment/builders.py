@@ -67,24 +67,66 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   try:
     model = models_lib.get_model(config.model.name,
                                  num_classes=info.num_classes,
+                                 dtype=jnp.dtype(config.model.get(
+                                     'dtype', 'float32')),
                                  **config.model.get('kwargs', {}))
   except TypeError as e:
     raise ValueError(f'bad config.model.kwargs for {config.model.name!r}: '
                      f'{e}') from None
   total_steps = steps_lib.num_train_steps(config, info.num_train)
   lr_fn = optimizers.create_learning_rate_fn(config, total_steps)
-  tx = optimizers.create_optimizer(config, total_steps, lr_fn)
+  tx = optimizers.create_optimizer(
+      config, total_steps, lr_fn,
+      init_masks=_twin_masks(config, model, info, total_steps, lr_fn))
   return Experiment(data, model, tx, lr_fn, total_steps)
+
+
+def _dummy_input(info) -> jax.Array:
+  dtype = jnp.float32 if info.kind == 'image' else jnp.int32
+  return jnp.zeros((1,) + tuple(info.input_shape), dtype)
+
+
+def _init_variables(model, rng, dummy) -> Any:
+  """``model.init``; an unrolled transformer takes its scanned twin's
+  weights, unstacked (`models.transformer.scanned_twin`)."""
+  twin = models_lib.transformer.scanned_twin(model)
+  rngs = {'params': rng, 'dropout': rng}
+  if twin is None:
+    return model.init(rngs, dummy, train=False)
+  variables = dict(twin.init(rngs, dummy, train=False))
+  variables['params'] = models_lib.transformer.unstack_blocks(
+      variables['params'], model.num_layers)
+  return variables
+
+
+def _twin_masks(config, model, info, total_steps, lr_fn) -> Any:
+  """The initial masks of an unrolled transformer: its scanned twin's
+  (drawn from the same seed), unstacked; None for any other model."""
+  twin = models_lib.transformer.scanned_twin(model)
+  if twin is None:
+    return None
+  twin_config = ml_collections.ConfigDict(config.to_dict())
+  twin_config.model.kwargs = dict(twin_config.model.get('kwargs') or {},
+                                  scan_layers=True)
+  twin_tx = optimizers.create_optimizer(twin_config, total_steps, lr_fn)
+  shapes = jax.eval_shape(
+      lambda: twin.init(jax.random.PRNGKey(0), _dummy_input(info),
+                        train=False))['params']
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  masks = rigl_jax.get_masks(rigl_jax.masked_init(twin_tx, zeros)[1])
+  if all(m is None for m in jax.tree.leaves(
+      masks, is_leaf=lambda m: m is None)):
+    return None  # dense
+  return models_lib.transformer.unstack_blocks(masks, model.num_layers)
 
 
 def _state_init(model, tx, info, rng) -> tuple[Callable, jax.Array]:
   """``(init, key)``: ``init(key)`` builds the masked initial `TrainState`."""
   init_rng, state_rng = jax.random.split(rng)
-  dtype = jnp.float32 if info.kind == 'image' else jnp.int32
-  dummy = jnp.zeros((1,) + tuple(info.input_shape), dtype)
+  dummy = _dummy_input(info)
 
   def init(r):
-    variables = model.init({'params': r, 'dropout': r}, dummy, train=False)
+    variables = _init_variables(model, r, dummy)
     params, opt_state = rigl_jax.masked_init(tx, variables['params'])
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats'),
@@ -106,9 +148,14 @@ def train_state_shardings(config, model, tx, info, rng, mesh) -> Any:
   init, init_rng = _state_init(model, tx, info, rng)
   abstract = jax.eval_shape(init, init_rng)
   sharding_cfg = config.get('sharding') or {}
+  kwargs = dict(config.model.get('kwargs') or {})
+  stacked = config.sparsity.get('stacked') or models_lib.stacked_leaves(
+      config.model.name, kwargs)
   specs = sharding_lib.params_specs(
       abstract.params, mesh, rules=tuple(sharding_cfg.get('rules', ())),
-      fsdp=bool(sharding_cfg.get('fsdp', False)))
+      fsdp=bool(sharding_cfg.get('fsdp', False)),
+      model_dims=models_lib.model_dims(config.model.name),
+      stacked=dict(stacked) if stacked else None)
   return sharding_lib.state_shardings(abstract, abstract.params, specs, mesh)
 
 

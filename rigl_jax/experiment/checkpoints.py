@@ -66,9 +66,12 @@ def implicit_defaults() -> dict[str, Any]:
   Every ``sparsity`` field is a `rigl_jax.sparsify` argument (or a method
   hyperparameter); a config written before the field was declared ran with
   the core's default, so a checkpoint of it resumes under a config that sets
-  that default.
+  that default. The same holds for ``model.dtype`` (float32).
   """
-  return {f'sparsity.{k}': v for k, v in transform.config_defaults().items()}
+  defaults = {f'sparsity.{k}': v
+              for k, v in transform.config_defaults().items()}
+  defaults['model.dtype'] = 'float32'  # declared in December 2026
+  return defaults
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]

@@ -135,7 +135,11 @@ def create_inner_optimizer(config: ml_collections.ConfigDict,
   else:
     raise ValueError(f'unknown optimizer {opt.name!r}; valid choices are '
                      f'{list(OPTIMIZERS)}')
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  # The leaves the core makes sparse by default (kernels, embeddings):
+  # never biases or norm scales, whatever their rank (stacked blocks).
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: rigl_jax.default_is_sparse(
+          rigl_jax.path_str(path), p), params)
   inner = optax.chain(
       optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), base)
   if opt.get('grad_clip_norm'):
@@ -144,8 +148,10 @@ def create_inner_optimizer(config: ml_collections.ConfigDict,
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                     lr_fn: optax.Schedule
+                     lr_fn: optax.Schedule, *, init_masks: Any = None
                      ) -> optax.GradientTransformationExtraArgs:
-  """`create_inner_optimizer` wrapped by `sparsify` from ``config.sparsity``."""
+  """`create_inner_optimizer` wrapped by `sparsify` from ``config.sparsity``
+  (``init_masks``: given initial masks, as `rigl_jax.from_config` takes)."""
   return rigl_jax.from_config(create_inner_optimizer(config, lr_fn),
-                              sparsity_fields(config, total_steps))
+                              sparsity_fields(config, total_steps),
+                              init_masks=init_masks)

@@ -6,8 +6,13 @@ are split along ``data``. Parameters follow path rules: by default every
 kernel (ndim >= 2) is split along ``model`` on its last (output) dimension
 when the ``model`` axis has more than one device, and, with
 ``config.sharding.fsdp``, along ``data`` on its largest remaining dimension
-(FSDP/ZeRO-3 style). Explicit ``config.sharding.rules`` (path regex ->
-partition spec) come first.
+(FSDP/ZeRO-3 style), never along the layer axis of a stacked leaf (scanned
+blocks). A model may name a leaf's ``model`` dimension instead of the last
+(`model_dims`, e.g. a transformer's attention heads and MLP hidden units,
+Megatron style: Q/K/V kernels ``(d, heads, head_dim)`` on the heads, the
+output projection ``(heads, head_dim, d)`` on the heads, ``fc1`` on its
+output and ``fc2`` on its input). Explicit ``config.sharding.rules`` (path
+regex -> partition spec) come first.
 
 Every other leaf of the train state that belongs to a parameter (its mask,
 momentum, Adam moments, SNFS's gradient EMA, ...) is sharded exactly like
@@ -33,6 +38,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from rigl_jax import layers as layers_lib
 from rigl_jax import paths as paths_lib
 
 DATA_AXIS = 'data'
@@ -127,7 +133,9 @@ def _check_spec(path: str, shape: tuple[int, ...], spec: Sequence[Any],
 
 
 def param_spec(path: str, shape: tuple[int, ...], mesh: Mesh,
-               rules: Sequence[Rule] = (), fsdp: bool = False) -> P:
+               rules: Sequence[Rule] = (), fsdp: bool = False,
+               model_dims: Sequence[tuple[str, int]] = (),
+               stacked: Optional[Mapping[str, int]] = None) -> P:
   """The partition spec of one parameter.
 
   Args:
@@ -138,6 +146,13 @@ def param_spec(path: str, shape: tuple[int, ...], mesh: Mesh,
       (``re.search``) decides.
     fsdp: also split kernels along ``data`` (largest free dimension that
       divides).
+    model_dims: (regex, dimension) pairs: the first match names the
+      dimension (negative: from the end, so stacked leaves need no other
+      rule) split along ``model``, for leaves of any rank; unmatched
+      kernels use their last dimension.
+    stacked: ``{path regex: axis}`` of leaves stacking layers along
+      ``axis`` (as `rigl_jax.sparsify` takes it): FSDP leaves that axis
+      whole.
 
   Returns:
     A `PartitionSpec`.
@@ -149,26 +164,35 @@ def param_spec(path: str, shape: tuple[int, ...], mesh: Mesh,
     if re.search(pattern, path):
       return _check_spec(path, shape, spec, mesh)
   spec: list[Optional[str]] = [None] * len(shape)
-  if len(shape) < 2:
+  dim = next((d for pattern, d in model_dims if re.search(pattern, path)),
+             None)
+  if dim is None and len(shape) < 2:
     return P(*spec)
+  dim = -1 if dim is None else dim
   model = mesh.shape.get(MODEL_AXIS, 1)
-  if model > 1 and shape[-1] % model == 0:
-    spec[-1] = MODEL_AXIS
+  if model > 1 and -len(shape) <= dim < len(shape) and (
+      shape[dim] % model == 0):
+    spec[dim] = MODEL_AXIS
   data = mesh.shape.get(DATA_AXIS, 1)
-  if fsdp and data > 1:
+  if fsdp and data > 1 and len(shape) >= 2:
+    layer_axis = layers_lib.stack_axis(layers_lib.parse_stacked(stacked),
+                                       path, shape)
     free = [i for i in range(len(shape))
-            if spec[i] is None and shape[i] % data == 0]
+            if spec[i] is None and shape[i] % data == 0 and i != layer_axis]
     if free:
       spec[max(free, key=lambda i: shape[i])] = DATA_AXIS
   return P(*spec)
 
 
 def params_specs(params: Any, mesh: Mesh, rules: Sequence[Rule] = (),
-                 fsdp: bool = False) -> Any:
+                 fsdp: bool = False,
+                 model_dims: Sequence[tuple[str, int]] = (),
+                 stacked: Optional[Mapping[str, int]] = None) -> Any:
   """`param_spec` for every leaf of ``params`` (arrays or shape structs)."""
   return jax.tree_util.tree_map_with_path(
       lambda path, x: param_spec(paths_lib.path_str(path), tuple(x.shape),
-                                 mesh, rules, fsdp), params)
+                                 mesh, rules, fsdp, model_dims, stacked),
+      params)
 
 
 def state_shardings(state: Any, params: Any, specs: Any, mesh: Mesh) -> Any:

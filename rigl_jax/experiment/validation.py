@@ -156,6 +156,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     'model': {
         'name': lambda v: choice(*_models())(v),
         'kwargs': mapping,
+        'dtype': choice('float32', 'bfloat16'),
     },
     # Every `rigl_jax.sparsify` field and method hyperparameter is a field
     # (rigl_jax.CONFIG_FIELDS); the checks below refine the ones they name.

@@ -65,6 +65,40 @@ def test_param_spec_rules():
                         (('kernel', ('expert', None)),))
 
 
+def test_transformer_heads_and_mlp_along_model_stack_axis_kept_whole():
+  from rigl_jax.experiment import models  # pylint: disable=g-import-not-at-top
+  mesh = _fake_mesh(data=4, model=2)
+  dims = models.model_dims('transformer_lm')
+  stacked = models.stacked_leaves('transformer_lm', {'scan_layers': True})
+
+  def spec(path, shape, fsdp=False):
+    return sharding.param_spec(path, shape, mesh, fsdp=fsdp,
+                               model_dims=dims, stacked=stacked)
+
+  # Unrolled: Q/K/V on the heads, O on the heads, fc1 out, fc2 in.
+  assert spec('encoder/block0/attn/query/kernel', (64, 4, 16)) == P(
+      None, 'model', None)
+  assert spec('encoder/block0/attn/query/bias', (4, 16)) == P('model', None)
+  assert spec('encoder/block0/attn/out/kernel', (4, 16, 64)) == P(
+      'model', None, None)
+  assert spec('encoder/block0/fc1/kernel', (64, 256)) == P(None, 'model')
+  assert spec('encoder/block0/fc1/bias', (256,)) == P('model')
+  assert spec('encoder/block0/fc2/kernel', (256, 64)) == P('model', None)
+  assert spec('encoder/block0/ln1/scale', (64,)) == P(None)
+  # Scanned: the same dimensions; FSDP never splits the layer axis (the
+  # last case: without the stacked rule it splits the 8 layers).
+  assert spec('encoder/blocks/attn/key/kernel', (8, 64, 4, 16), True) == P(
+      None, 'data', 'model', None)
+  assert spec('encoder/blocks/fc2/kernel', (8, 256, 4), True) == P(
+      None, 'model', 'data')
+  assert spec('encoder/blocks/fc1/bias', (8, 256), True) == P(None, 'model')
+  assert sharding.param_spec('encoder/blocks/fc1/bias', (8, 256), mesh,
+                             fsdp=True, model_dims=dims) == P('data', 'model')
+  # Heads not divisible by the model axis: that leaf stays whole there.
+  assert spec('encoder/block0/attn/query/kernel', (64, 3, 16)) == P(
+      None, None, None)
+
+
 def test_state_leaves_follow_their_parameter():
   import jax  # pylint: disable=g-import-not-at-top
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1),
@@ -124,6 +158,22 @@ def _worker(outdir: str) -> None:
     np.savez(os.path.join(outdir, name + '.npz'),
              **{jax.tree_util.keystr(p): np.asarray(x) for p, x in flat})
 
+  def transformer_config(mesh, fsdp):
+    from configs import cpu_transformer_shakespeare  # pylint: disable=g-import-not-at-top
+    c = cpu_transformer_shakespeare.get_config()
+    c.data.train_fraction = 0.02
+    c.data.batch_size = 16
+    c.data.eval_batch_size = 512
+    c.model.kwargs = {'embed_dim': 32, 'num_layers': 2, 'num_heads': 4,
+                      'mlp_dim': 64, 'max_len': 64, 'scan_layers': True}
+    c.num_train_steps = 6
+    c.sparsity.update_freq = 2
+    c.checkpoint_every_steps = 0
+    c.log_every_steps = 2
+    c.mesh = {'data': mesh[0], 'model': mesh[1]}
+    c.sharding.fsdp = fsdp
+    return c
+
   info = {}
   for name, mesh in MESHES.items():
     wd = os.path.join(outdir, name)
@@ -142,6 +192,23 @@ def _worker(outdir: str) -> None:
       sh.opt_state)[0] if 'dense0' in jax.tree_util.keystr(p)]
   info['specs'] = {'kernel': str(k), 'state': sorted({str(s) for s in
                                                       momentum})}
+
+  # A scanned transformer LM, 4x2 with FSDP: heads and MLP units split
+  # along 'model', the rest along 'data'.
+  for name, mesh, fsdp in (('lm_1x1', (1, 1), False),
+                           ('lm_4x2', (4, 2), True)):
+    c = transformer_config(mesh, fsdp)
+    res = train.train_and_evaluate(c, os.path.join(outdir, name))
+    info[name] = {'test_loss': res['test_loss'], 'mesh': res['mesh']}
+    dump(name, os.path.join(outdir, name), c)
+  c = transformer_config((4, 2), True)
+  exp = builders.build(c)
+  sh = builders.train_state_shardings(c, exp.model, exp.tx, exp.data.info,
+                                      jax.random.PRNGKey(0),
+                                      train.sharding_lib.make_mesh(c.mesh))
+  blocks = sh.params['encoder']['blocks']
+  info['lm_specs'] = {'query': str(blocks['attn']['query']['kernel'].spec),
+                      'fc2': str(blocks['fc2']['kernel'].spec)}
 
   # Written on 8x1 (stopped after step 6), resumed on 4x2.
   from tests import helpers  # pylint: disable=g-import-not-at-top
@@ -184,7 +251,7 @@ def eight_devices(built_once):
   with open(out / 'info.json', encoding='utf-8') as f:
     info = json.load(f)
   states = {name: dict(np.load(out / f'{name}.npz'))
-            for name in list(MESHES) + ['moved']}
+            for name in list(MESHES) + ['moved', 'lm_1x1', 'lm_4x2']}
   return info, states
 
 
@@ -214,6 +281,17 @@ def test_model_axis_splits_kernels_masks_and_momentum(eight_devices):
   # Every dense0 kernel-shaped state leaf (momentum, mask) is split alike;
   # nothing else under dense0 but the (replicated) bias.
   assert str(P(None, 'model')) in info['specs']['state']
+
+
+def test_sharded_transformer_lm_gives_the_single_device_masks(
+    eight_devices):
+  info, states = eight_devices
+  assert info['lm_specs'] == {'query': str(P(None, 'data', 'model', None)),
+                              'fc2': str(P(None, 'model', 'data'))}
+  assert info['lm_4x2']['mesh'] == {'data': 4, 'model': 2}
+  _compare(states['lm_1x1'], states['lm_4x2'])
+  assert info['lm_4x2']['test_loss'] == pytest.approx(
+      info['lm_1x1']['test_loss'], rel=1e-4)
 
 
 def test_checkpoint_from_8x1_resumes_on_4x2(eight_devices):

@@ -1,5 +1,8 @@
 """The zoo's transformers: sizes, causality, scanned vs unrolled blocks."""
 
+import json
+import os
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,7 @@ import pytest
 
 import rigl_jax
 from rigl_jax.experiment import models
+from rigl_jax.experiment.data import default_data_config
 from rigl_jax.experiment.models import transformer
 
 SMALL = {'embed_dim': 32, 'num_layers': 3, 'num_heads': 2, 'mlp_dim': 64}
@@ -125,3 +129,179 @@ def test_scanned_blocks_train_like_unrolled_ones(name):
   assert not any(part in dense_kinds for k in flat_a if flat_a[k] is not None
                  for part in k.split('/'))
   assert sparse >= 6 * SMALL['num_layers']
+
+
+# --- the experiment system -------------------------------------------------
+
+def _tiny(name, scan, steps, **overrides):
+  """A few steps of a tiny transformer through `train_and_evaluate`."""
+  from configs import cpu_transformer_shakespeare  # pylint: disable=g-import-not-at-top
+  config = cpu_transformer_shakespeare.get_config()
+  config.data.train_fraction = 0.02
+  config.data.eval_batch_size = 512
+  config.data.batch_size = 16
+  config.model.kwargs = {'embed_dim': 16, 'num_layers': 2, 'num_heads': 2,
+                         'mlp_dim': 32, 'max_len': 64, 'scan_layers': scan}
+  if name == 'vit':
+    config.data = default_data_config('fashion_mnist')
+    config.data.train_fraction = 0.01
+    config.data.batch_size = 16
+    config.data.eval_batch_size = 500
+    config.model.name = 'vit'
+    config.model.kwargs = {'embed_dim': 16, 'num_layers': 2, 'num_heads': 2,
+                           'mlp_dim': 32, 'patch_size': 14,
+                           'scan_layers': scan}
+  config.num_train_steps = steps
+  config.sparsity.update_freq = 2
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 0
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def _final(config, workdir):
+  from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
+  state, _ = builders.restore_train_state(config, workdir)
+  params, masks = state.params, rigl_jax.get_masks(state.opt_state)
+  if config.model.kwargs.scan_layers:
+    n = config.model.kwargs.num_layers
+    params = transformer.unstack_blocks(params, n)
+    masks = transformer.unstack_blocks(masks, n)
+  return (state, flax.traverse_util.flatten_dict(params, sep='/'),
+          flax.traverse_util.flatten_dict(masks, sep='/'))
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    rows = [json.loads(line) for line in f]
+  return [r['train_loss'] for r in rows if 'train_loss' in r]
+
+
+@pytest.mark.parametrize('name', [
+    'transformer_lm', pytest.param('vit', marks=pytest.mark.slow)])
+def test_scan_layers_changes_the_layout_not_the_run(name, tmp_path):
+  """`train_and_evaluate`, scanned and unrolled, same seed: the unrolled
+  model starts from the scanned one's weights and masks (unstacked), and
+  RigL then drops and grows the same connections with the same losses."""
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for scan in (True, False):
+    # No drop-score noise: its per-layer keys follow the leaf order, which
+    # stacking changes (the evidence's layout runs keep the default noise
+    # and report the difference it makes).
+    config = _tiny(name, scan, steps=6, **{'sparsity.noise_std': 0.0})
+    workdir = str(tmp_path / str(scan))
+    result = train.train_and_evaluate(config, workdir)
+    assert np.isfinite(result['test_loss'])
+    runs[scan] = (result, _losses(workdir), *_final(config, workdir)[1:])
+  (res_s, loss_s, p_s, m_s), (res_u, loss_u, p_u, m_u) = runs[True], runs[
+      False]
+  assert len(loss_s) == 6
+  np.testing.assert_allclose(loss_s, loss_u, rtol=1e-5)
+  assert res_s['test_loss'] == pytest.approx(res_u['test_loss'], rel=1e-5)
+  assert p_s.keys() == p_u.keys() and m_s.keys() == m_u.keys()
+  sparse = [k for k in m_s if m_s[k] is not None]
+  assert sparse and all(m_u[k] is not None for k in sparse)
+  # Mask updates at steps 0, 2 and 4: a scanned block sums its gradients
+  # in another order (last bits), so a near-tie may swap; nothing else.
+  differ = sum(int((np.asarray(m_s[k]) != np.asarray(m_u[k])).sum())
+               for k in sparse)
+  assert differ <= 4, differ
+  for k in sparse:
+    assert np.asarray(m_s[k]).sum() == np.asarray(m_u[k]).sum(), k
+
+
+def test_bfloat16_computes_in_bf16_and_keeps_float32_state(tmp_path):
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  config = _tiny('transformer_lm', True, steps=4, **{'model.dtype':
+                                                      'bfloat16'})
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(result['test_loss'])
+  state, _, masks = _final(config, str(tmp_path))
+  for leaf in jax.tree.leaves(state.params):
+    assert leaf.dtype == jnp.float32
+  floats = [x for x in jax.tree.leaves(state.opt_state)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert floats and all(x.dtype == jnp.float32 for x in floats)
+  assert all(m.dtype == bool for m in masks.values() if m is not None)
+
+
+def _dot_dtypes(fn, *args):
+  """Operand dtypes of every dot_general / conv in ``fn``'s jaxpr."""
+  found = set()
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name in ('dot_general', 'conv_general_dilated'):
+        found.update(str(v.aval.dtype) for v in eqn.invars)
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_every_model_computes_in_bfloat16_with_float32_params(name):
+  kwargs = {'vit': dict(SMALL, patch_size=7),
+            'transformer_lm': dict(SMALL, max_len=8),
+            'char_lstm': {'embed_dim': 8, 'hidden_size': 16}}.get(name, {})
+  text = name in ('char_lstm', 'transformer_lm')
+  x = (jnp.zeros((2, 8), jnp.int32) if text else
+       jnp.zeros((2, 32, 32, 3) if 'lenet' not in name and name not in (
+           'mlp', 'small_cnn', 'vit') else (2, 28, 28, 1)))
+  model = models.get_model(name, num_classes=10, dtype=jnp.bfloat16,
+                           **kwargs)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+  out = jax.eval_shape(lambda v: model.apply(v, x, train=False), params)
+  assert out.dtype == jnp.float32
+  assert _dot_dtypes(lambda v: model.apply(v, x, train=False),
+                     params) == {'bfloat16'}
+
+
+@pytest.mark.parametrize('method', [
+    'rigl', pytest.param('set', marks=pytest.mark.slow)])
+def test_stacked_slices_keep_their_nnz_over_many_updates(method):
+  """A scanned LM with a mask update every step for 25 steps: every
+  block's slice keeps its own count."""
+  lm = models.get_model('transformer_lm', num_classes=13, max_len=8,
+                        scan_layers=True, **SMALL)
+  x = jax.random.randint(jax.random.PRNGKey(1), (4, 8), 0, 13)
+  params = lm.init(jax.random.PRNGKey(0), x, train=False)['params']
+  tx = rigl_jax.sparsify(optax.adam(3e-2), method, sparsity=0.8,
+                         update_freq=1, end_step=25, drop_fraction=0.5,
+                         stacked=transformer.STACKED, is_sparse=IS_SPARSE)
+  params, state = rigl_jax.masked_init(tx, params)
+
+  @jax.jit
+  def step(params, state):
+    def loss(p):
+      return optax.softmax_cross_entropy_with_integer_labels(
+          lm.apply({'params': p}, x, train=True), x).mean()
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  def counts(state):
+    masks = flax.traverse_util.flatten_dict(rigl_jax.get_masks(state),
+                                            sep='/')
+    return {k: np.asarray(m).reshape(m.shape[0], -1).sum(1)
+            if k.startswith('encoder/blocks/') else np.asarray(m).sum()
+            for k, m in masks.items() if m is not None}
+
+  start, churn = counts(state), 0.0
+  assert any(k.startswith('encoder/blocks/') for k in start)
+  for _ in range(25):
+    params, state = step(params, state)
+    churn += float(rigl_jax.get_sparse_state(state).mask_churn)
+    now = counts(state)
+    for k in start:
+      np.testing.assert_array_equal(now[k], start[k], err_msg=k)
+  assert churn > 0  # the masks did change

@@ -84,6 +84,15 @@ def stacked_leaves(name: str, kwargs: dict[str, Any]) -> dict[str, int] | None:
   return None
 
 
+def model_dims(name: str) -> tuple[tuple[str, int], ...]:
+  """The leaf dimensions a model splits along the mesh's ``model`` axis
+  (`rigl_jax.experiment.sharding.param_spec`'s ``model_dims``); empty: the
+  default (every kernel's last dimension)."""
+  if name in ('transformer_lm', 'vit'):
+    return transformer.MODEL_DIMS
+  return ()
+
+
 def get_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
               **kwargs: Any) -> nn.Module:
   """Builds the model registered under `name`.

@@ -13,8 +13,8 @@ the second, so the same weights can run either way.
 Parameter paths: ``embed`` (tokens) / ``patch_embed`` (image patches),
 ``pos_embed``, ``blocks`` or ``block{i}`` with ``attn/{query,key,value,out}``
 (Flax `MultiHeadDotProductAttention`: kernels (d, heads, head_dim) and
-(heads, head_dim, d)), ``mlp/{fc1,fc2}``, ``ln1``, ``ln2``; then ``ln_f``
-and ``head``.
+(heads, head_dim, d)), ``fc1``, ``fc2`` (the MLP), ``ln1``, ``ln2``; then
+``encoder/ln_f`` and ``head``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ from rigl_jax.experiment.models import common
 # The leaves of a scanned stack, for `sparsify(..., stacked=...)`: every
 # parameter under `blocks/` holds the layers along axis 0.
 STACKED = {r'(^|/)blocks/': 0}
+
+# The dimension of each leaf split along the mesh's `model` axis
+# (`rigl_jax.experiment.sharding.param_spec`'s ``model_dims``; negative, so
+# stacked leaves match too): attention heads and MLP hidden units, as
+# Megatron-LM splits a block (the attention and the MLP each need one
+# all-reduce, after the output projection and after fc2).
+MODEL_DIMS = (
+    (r'attn/(query|key|value)/kernel$', -2),  # (d, heads, head_dim)
+    (r'attn/(query|key|value)/bias$', -2),  # (heads, head_dim)
+    (r'attn/out/kernel$', -3),  # (heads, head_dim, d)
+    (r'fc1/(kernel|bias)$', -1),  # (d, mlp), (mlp,)
+    (r'fc2/kernel$', -2),  # (mlp, d)
+)
 
 
 class Block(nn.Module):
@@ -233,3 +246,17 @@ def stack_blocks(params: Any, num_layers: int) -> Any:
   encoder['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
   params['encoder'] = encoder
   return params
+
+
+def scanned_twin(model: Any) -> Any:
+  """The ``scan_layers=True`` twin of an unrolled `TransformerLM` or `ViT`
+  (None for any other model).
+
+  The experiment system initialises an unrolled model from its twin's
+  weights and masks, unstacked, so ``scan_layers`` changes the layout of a
+  run and not its numbers (the same seed gives the same weights, masks and
+  losses either way).
+  """
+  if isinstance(model, (TransformerLM, ViT)) and not model.scan_layers:
+    return model.clone(scan_layers=True)
+  return None
