@@ -17,7 +17,7 @@ from rigl_jax.experiment import steps as steps_lib
 
 # Valid values of config.optimizer.name and config.optimizer.schedule (the
 # config validation takes its choices from here).
-OPTIMIZERS = ('sgd', 'adam')
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
 LR_SCHEDULES = ('cosine', 'step', 'constant')
 
 
@@ -124,23 +124,32 @@ def sparsity_fields(config: ml_collections.ConfigDict,
 def create_inner_optimizer(config: ml_collections.ConfigDict,
                            lr_fn: optax.Schedule
                            ) -> optax.GradientTransformation:
-  """The optimizer `sparsify` wraps: SGD with (Nesterov) momentum or Adam,
-  weight decay on kernels, optional global-norm clipping first."""
+  """The optimizer `sparsify` wraps: SGD with (Nesterov) momentum, Adam or
+  AdamW, weight decay on kernels, optional global-norm clipping first.
+
+  ``weight_decay`` is an L2 term added to the gradients for ``sgd`` and
+  ``adam`` (as the reference code's), and decoupled for ``adamw``
+  (``lr(t) * weight_decay * w`` subtracted, optax's `adamw`).
+  """
   opt = config.optimizer
+  # The leaves the core makes sparse by default (kernels, embeddings):
+  # never biases, norm scales, position embeddings or class tokens,
+  # whatever their rank (stacked blocks).
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: rigl_jax.default_is_sparse(
+          rigl_jax.path_str(path), p), params)
   if opt.name == 'sgd':
     base = optax.sgd(lr_fn, momentum=opt.momentum or None,
                      nesterov=opt.nesterov)
   elif opt.name == 'adam':
     base = optax.adam(lr_fn)
+  elif opt.name == 'adamw':
+    base = optax.adamw(lr_fn, weight_decay=opt.weight_decay,
+                       mask=decay_mask)
   else:
     raise ValueError(f'unknown optimizer {opt.name!r}; valid choices are '
                      f'{list(OPTIMIZERS)}')
-  # The leaves the core makes sparse by default (kernels, embeddings):
-  # never biases or norm scales, whatever their rank (stacked blocks).
-  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, p: rigl_jax.default_is_sparse(
-          rigl_jax.path_str(path), p), params)
-  inner = optax.chain(
+  inner = base if opt.name == 'adamw' else optax.chain(
       optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), base)
   if opt.get('grad_clip_norm'):
     inner = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), inner)

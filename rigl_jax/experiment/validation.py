@@ -191,6 +191,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'snfs_redistribution': boolean,
         'pruning_scope': choice('layer', 'global'),
         'pruning_initial_sparsity': number(0, 1, hi_open=True),
+        'srigl_min_salient': number(0, float('inf')),
         'structure': parsed_by(
             structure.parse, "'unstructured' or 'N:M' with 0 < N < M (e.g. "
             "'2:4')"),

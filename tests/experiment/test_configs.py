@@ -14,7 +14,8 @@ from rigl_jax.experiment import models
 PAPER_CONFIGS = ['imagenet_resnet50', 'imagenet_mobilenet_v1',
                  'imagenet_mobilenet_v2', 'cifar10_wrn22_8',
                  'shakespeare_lstm', 'cpu_shakespeare_lstm',
-                 'cpu_lenet300_fashion_mnist', 'cpu_transformer_shakespeare']
+                 'cpu_lenet300_fashion_mnist', 'cpu_transformer_shakespeare',
+                 'cpu_vit_fashion_mnist', 'imagenet_vit_b16']
 
 
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
@@ -41,6 +42,22 @@ def test_paper_config_bad_argument(arg, match):
   module = importlib.import_module('configs.imagenet_resnet50')
   with pytest.raises(ValueError, match=match):
     module.get_config(arg)
+
+
+def test_vit_b16_config_is_big_visions_budget_in_bf16():
+  from rigl_jax.analysis import model_flops  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import validation  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module('configs.imagenet_vit_b16').get_config()
+  validation.validate(config)
+  assert config.model.dtype == 'bfloat16'
+  assert config.num_train_steps == 1_281_167 * 300 // 4096
+  assert config.optimizer.warmup_fraction * config.num_train_steps == (
+      pytest.approx(10_000))
+  report = model_flops.report(config)
+  # ViT-B/16 at 224: the 17.6 G multiply-adds per image that fvcore and
+  # timm report, counted here as multiplies and adds (x2).
+  assert report['dense_inference_flops'] == pytest.approx(35.1e9, rel=0.02)
+  assert report['inference_ratio'] < 0.3
 
 
 def test_uniform_keeps_the_first_layer_dense():

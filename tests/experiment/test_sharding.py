@@ -151,28 +151,7 @@ def _worker(outdir: str) -> None:
     return c
 
   def dump(name, workdir, cfg):
-    state, _ = builders.restore_train_state(cfg, workdir)
-    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(
-        {'params': state.params,
-         'masks': train.rigl_jax.get_masks(state.opt_state)}))[0]
-    np.savez(os.path.join(outdir, name + '.npz'),
-             **{jax.tree_util.keystr(p): np.asarray(x) for p, x in flat})
-
-  def transformer_config(mesh, fsdp):
-    from configs import cpu_transformer_shakespeare  # pylint: disable=g-import-not-at-top
-    c = cpu_transformer_shakespeare.get_config()
-    c.data.train_fraction = 0.02
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 512
-    c.model.kwargs = {'embed_dim': 32, 'num_layers': 2, 'num_heads': 4,
-                      'mlp_dim': 64, 'max_len': 64, 'scan_layers': True}
-    c.num_train_steps = 6
-    c.sparsity.update_freq = 2
-    c.checkpoint_every_steps = 0
-    c.log_every_steps = 2
-    c.mesh = {'data': mesh[0], 'model': mesh[1]}
-    c.sharding.fsdp = fsdp
-    return c
+    _dump(os.path.join(outdir, name + '.npz'), workdir, cfg)
 
   info = {}
   for name, mesh in MESHES.items():
@@ -192,23 +171,6 @@ def _worker(outdir: str) -> None:
       sh.opt_state)[0] if 'dense0' in jax.tree_util.keystr(p)]
   info['specs'] = {'kernel': str(k), 'state': sorted({str(s) for s in
                                                       momentum})}
-
-  # A scanned transformer LM, 4x2 with FSDP: heads and MLP units split
-  # along 'model', the rest along 'data'.
-  for name, mesh, fsdp in (('lm_1x1', (1, 1), False),
-                           ('lm_4x2', (4, 2), True)):
-    c = transformer_config(mesh, fsdp)
-    res = train.train_and_evaluate(c, os.path.join(outdir, name))
-    info[name] = {'test_loss': res['test_loss'], 'mesh': res['mesh']}
-    dump(name, os.path.join(outdir, name), c)
-  c = transformer_config((4, 2), True)
-  exp = builders.build(c)
-  sh = builders.train_state_shardings(c, exp.model, exp.tx, exp.data.info,
-                                      jax.random.PRNGKey(0),
-                                      train.sharding_lib.make_mesh(c.mesh))
-  blocks = sh.params['encoder']['blocks']
-  info['lm_specs'] = {'query': str(blocks['attn']['query']['kernel'].spec),
-                      'fc2': str(blocks['fc2']['kernel'].spec)}
 
   # Written on 8x1 (stopped after step 6), resumed on 4x2.
   from tests import helpers  # pylint: disable=g-import-not-at-top
@@ -236,22 +198,82 @@ def _worker(outdir: str) -> None:
     json.dump(info, f)
 
 
+def _lm_worker(outdir: str) -> None:
+  """A scanned transformer LM on 1x1 and on 4x2 with FSDP (heads and MLP
+  units along 'model', the rest along 'data'); saves the final states."""
+  import jax  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  from configs import cpu_transformer_shakespeare  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8, jax.devices()
+
+  def config(mesh, fsdp):
+    c = cpu_transformer_shakespeare.get_config()
+    c.data.train_fraction = 0.02
+    c.data.batch_size = 16
+    c.data.eval_batch_size = 512
+    c.model.kwargs = {'embed_dim': 32, 'num_layers': 2, 'num_heads': 4,
+                      'mlp_dim': 64, 'max_len': 64, 'scan_layers': True}
+    c.num_train_steps = 6
+    c.sparsity.update_freq = 2
+    c.checkpoint_every_steps = 0
+    c.log_every_steps = 2
+    c.mesh = {'data': mesh[0], 'model': mesh[1]}
+    c.sharding.fsdp = fsdp
+    return c
+
+  info = {}
+  for name, mesh, fsdp in (('lm_1x1', (1, 1), False),
+                           ('lm_4x2', (4, 2), True)):
+    c = config(mesh, fsdp)
+    wd = os.path.join(outdir, name)
+    res = train.train_and_evaluate(c, wd)
+    info[name] = {'test_loss': res['test_loss'], 'mesh': res['mesh']}
+    _dump(os.path.join(outdir, name + '.npz'), wd, c)
+  c = config((4, 2), True)
+  exp = builders.build(c)
+  sh = builders.train_state_shardings(c, exp.model, exp.tx, exp.data.info,
+                                      jax.random.PRNGKey(0),
+                                      train.sharding_lib.make_mesh(c.mesh))
+  blocks = sh.params['encoder']['blocks']
+  info['lm_specs'] = {'query': str(blocks['attn']['query']['kernel'].spec),
+                      'fc2': str(blocks['fc2']['kernel'].spec)}
+  with open(os.path.join(outdir, 'info.json'), 'w', encoding='utf-8') as f:
+    json.dump(info, f)
+
+
+def _dump(path, workdir, cfg):
+  """The final params and masks of a run, as an .npz of keystr -> array."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
+  import rigl_jax  # pylint: disable=g-import-not-at-top
+  state, _ = builders.restore_train_state(cfg, workdir)
+  flat = jax.tree_util.tree_flatten_with_path(jax.device_get(
+      {'params': state.params, 'masks': rigl_jax.get_masks(state.opt_state)}))[0]
+  np.savez(path, **{jax.tree_util.keystr(p): np.asarray(x) for p, x in flat})
+
+
+def _run_worker(mode: str, out) -> None:
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
+      os.environ.get('XLA_FLAGS', '') +
+      ' --xla_force_host_platform_device_count=8').strip())
+  proc = subprocess.run([sys.executable, __file__, mode, str(out)], env=env,
+                        capture_output=True, text=True, timeout=900,
+                        cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope='module')
 def eight_devices(built_once):
   def build(out):
-    env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
-        os.environ.get('XLA_FLAGS', '') +
-        ' --xla_force_host_platform_device_count=8').strip())
-    proc = subprocess.run([sys.executable, __file__, str(out)], env=env,
-                          capture_output=True, text=True, timeout=900,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_worker('mesh', out)
 
   out = built_once('eight_devices', build)
   with open(out / 'info.json', encoding='utf-8') as f:
     info = json.load(f)
   states = {name: dict(np.load(out / f'{name}.npz'))
-            for name in list(MESHES) + ['moved', 'lm_1x1', 'lm_4x2']}
+            for name in list(MESHES) + ['moved']}
   return info, states
 
 
@@ -283,13 +305,16 @@ def test_model_axis_splits_kernels_masks_and_momentum(eight_devices):
   assert str(P(None, 'model')) in info['specs']['state']
 
 
-def test_sharded_transformer_lm_gives_the_single_device_masks(
-    eight_devices):
-  info, states = eight_devices
+@pytest.mark.slow
+def test_sharded_transformer_lm_gives_the_single_device_masks(tmp_path):
+  _run_worker('lm', tmp_path)
+  with open(tmp_path / 'info.json', encoding='utf-8') as f:
+    info = json.load(f)
   assert info['lm_specs'] == {'query': str(P(None, 'data', 'model', None)),
                               'fc2': str(P(None, 'model', 'data'))}
   assert info['lm_4x2']['mesh'] == {'data': 4, 'model': 2}
-  _compare(states['lm_1x1'], states['lm_4x2'])
+  _compare(dict(np.load(tmp_path / 'lm_1x1.npz')),
+           dict(np.load(tmp_path / 'lm_4x2.npz')))
   assert info['lm_4x2']['test_loss'] == pytest.approx(
       info['lm_1x1']['test_loss'], rel=1e-4)
 
@@ -302,4 +327,4 @@ def test_checkpoint_from_8x1_resumes_on_4x2(eight_devices):
 
 
 if __name__ == '__main__':
-  _worker(sys.argv[1])
+  {'mesh': _worker, 'lm': _lm_worker}[sys.argv[1]](sys.argv[2])

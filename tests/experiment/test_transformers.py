@@ -59,8 +59,9 @@ def test_language_model_is_causal():
     lm.apply(variables, jnp.zeros((1, 9), jnp.int32), train=False)
 
 
-@pytest.mark.parametrize('name', [
-    'transformer_lm', pytest.param('vit', marks=pytest.mark.slow)])
+# The experiment-level layout test below covers the LM in the default suite.
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['transformer_lm', 'vit'])
 def test_scanned_blocks_train_like_unrolled_ones(name):
   """The same weights, stacked or unrolled, give the same masks and losses
   under RigL (the stacked leaves declared with `STACKED`)."""
