@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.snfs_redistribution = False
   config.sparsity.pruning_scope = 'layer'
   config.sparsity.pruning_initial_sparsity = 0.0
+  # SRigL: gamma_sal, the fraction of a neuron's constant fan-in that must
+  # be salient for it to stay (0: no neuron ablation).
+  config.sparsity.srigl_min_salient = 0.3
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'

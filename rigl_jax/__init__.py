@@ -34,6 +34,7 @@ from rigl_jax.transform import snfs
 from rigl_jax.transform import SparseState
 from rigl_jax.transform import SparseTransformation
 from rigl_jax.transform import sparsify
+from rigl_jax.transform import srigl
 from rigl_jax.transform import static
 
 __version__ = '0.1.0'
@@ -44,6 +45,7 @@ __all__ = (
     'default_is_sparse', 'dense', 'drop_fraction', 'from_config', 'get_masks',
     'get_sparse_state', 'init_key', 'mask_sparsity', 'masked_init', 'methods',
     'path_str', 'pruning', 'pruning_sparsity', 'register_method', 'rigl',
-    'set', 'set_', 'snfs', 'sparsify', 'sparsity_distribution', 'static',
+    'set', 'set_', 'snfs', 'sparsify', 'sparsity_distribution', 'srigl',
+    'static',
     'top_k_mask', 'top_k_masks',
 )

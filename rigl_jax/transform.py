@@ -440,10 +440,15 @@ def sparsify(inner: optax.GradientTransformation,
     if m.starts_dense:
       return [jnp.ones((len(lf.ids),) + lf.layer_shape, jnp.bool_)
               for lf in leaves]
+    def layer_keys(lf):
+      return jax.vmap(jax.random.fold_in, (None, 0))(
+          key, jnp.asarray(lf.ids, jnp.uint32))
+    if m.has_initial_masks:
+      return [m.initial_masks(layer_keys(lf), lf.layer_shape, lf.sparsity)
+              for lf in leaves]
     if isinstance(struct, structure_lib.NMStructure):
       return [jax.vmap(lambda k, s=lf.layer_shape: struct.random_mask(k, s))(
-          jax.vmap(jax.random.fold_in, (None, 0))(
-              key, jnp.asarray(lf.ids, jnp.uint32))) for lf in leaves]
+          layer_keys(lf)) for lf in leaves]
     shapes, keep = [], []
     for lf in leaves:
       n_keep = (int(np.prod(lf.layer_shape)) -
@@ -668,6 +673,7 @@ set_ = _method_constructor('set')
 snfs = _method_constructor('snfs')
 rigl = _method_constructor('rigl')
 pruning = _method_constructor('pruning')
+srigl = _method_constructor('srigl')
 
 # sparsify's own keyword fields (init_masks is not a config field).
 # `sparsify`'s own fields, from its signature (what `from_config` reads).

@@ -32,6 +32,7 @@ from rigl_jax.methods.rigl import rigl
 from rigl_jax.methods.set import set_method
 from rigl_jax.methods.snfs import snfs
 from rigl_jax.methods.snip import snip
+from rigl_jax.methods.srigl import srigl_method
 from rigl_jax.methods.static import static
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
@@ -103,7 +104,8 @@ def get_method(method: Union[str, Method], **kwargs: Any) -> Method:
 
 for _name, _factory in (('dense', dense), ('static', static),
                         ('set', set_method), ('snfs', snfs), ('rigl', rigl),
-                        ('pruning', pruning), ('snip', snip)):
+                        ('pruning', pruning), ('snip', snip),
+                        ('srigl', srigl_method)):
   register(_name, _factory)
 
 # The built-in names (the registry may grow).

@@ -185,6 +185,18 @@ class Method:
     """Raises ValueError for options this method cannot honour."""
     del structure, custom_sparsity
 
+  @property
+  def has_initial_masks(self) -> bool:
+    """Whether the method draws its own initial masks (`initial_masks`)."""
+    return type(self).initial_masks is not Method.initial_masks
+
+  def initial_masks(self, keys: jax.Array, layer_shape: tuple[int, ...],
+                    sparsity: float) -> jax.Array:
+    """Random initial masks of one leaf's layers, ``(L, *layer_shape)``
+    from ``(L, 2)`` keys; by default (not overridden) the transform draws
+    uniformly random masks with the layer's exact count."""
+    raise NotImplementedError
+
   def init_aux(self, params: Any, masks: Any) -> Any:
     """The method's own state: ``()`` or a pytree like ``masks``."""
     del params, masks

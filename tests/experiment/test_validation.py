@@ -28,7 +28,7 @@ CASES = [
     ('sparsity.drop_fraction_schedule', 'linear', "'exponential_K' (K > 0)"),
     ('sparsity.structure', '4:2', "'N:M' with 0 < N < M"),
     ('sparsity.is_sparse', 3, 'a list of path regexes'),
-    ('optimizer.name', 'lamb', "one of ['sgd', 'adam']"),
+    ('optimizer.name', 'lamb', "one of ['sgd', 'adam', 'adamw']"),
     ('optimizer.learning_rate', -1.0, 'a number in (0, inf]'),
     ('optimizer.momentum', 1.0, 'a number in [0, 1)'),
     ('optimizer.schedule', 'linear', "one of ['cosine', 'step', 'constant']"),
