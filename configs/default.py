@@ -69,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
   # SRigL: gamma_sal, the fraction of a neuron's constant fan-in that must
   # be salient for it to stay (0: no neuron ablation).
   config.sparsity.srigl_min_salient = 0.3
+  # GraNet: start sparsity s_i (0: dense), the regeneration's initial death
+  # rate, and the pruning window's share of [begin_step, end_step].
+  config.sparsity.granet_initial_sparsity = 0.0
+  config.sparsity.granet_prune_rate = 0.5
+  config.sparsity.granet_prune_fraction = 0.5
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'

@@ -23,6 +23,7 @@ from rigl_jax.transform import config_fields
 from rigl_jax.transform import dense
 from rigl_jax.transform import from_config
 from rigl_jax.transform import get_masks
+from rigl_jax.transform import granet
 from rigl_jax.transform import get_sparse_state
 from rigl_jax.transform import init_key
 from rigl_jax.transform import masked_init
@@ -43,7 +44,8 @@ __all__ = (
     'CONFIG_FIELDS', 'DISTRIBUTIONS', 'METHODS', 'MaskSchedule', 'Method',
     'SparseState', 'SparseTransformation', 'apply_masks', 'config_fields',
     'default_is_sparse', 'dense', 'drop_fraction', 'from_config', 'get_masks',
-    'get_sparse_state', 'init_key', 'mask_sparsity', 'masked_init', 'methods',
+    'get_sparse_state', 'granet', 'init_key', 'mask_sparsity',
+    'masked_init', 'methods',
     'path_str', 'pruning', 'pruning_sparsity', 'register_method', 'rigl',
     'set', 'set_', 'snfs', 'sparsify', 'sparsity_distribution', 'srigl',
     'static',

@@ -181,6 +181,7 @@ class _Leaf(NamedTuple):
   ids: np.ndarray
   sparsity: float
   fixed: bool
+  init_sparsity: Optional[float] = None  # a method's sparse start (GraNet)
 
 
 def _is_transformation(x: Any) -> bool:
@@ -407,6 +408,13 @@ def sparsify(inner: optax.GradientTransformation,
           params, sparsity, distribution, is_sparse=is_sparse,
           custom_sparsity=custom_sparsity, erk_power_scale=erk_power_scale,
           stacked=stacked, sparsity_budget=sparsity_budget))[0]
+    init_sps = None
+    if m.initial_global_sparsity is not None and not m.starts_dense:
+      init_sps = paths_lib.flatten(distributions.sparsity_distribution(
+          params, m.initial_global_sparsity, distribution,
+          is_sparse=is_sparse, custom_sparsity=custom_sparsity,
+          erk_power_scale=erk_power_scale, stacked=stacked,
+          sparsity_budget=sparsity_budget))[0]
     fixed = set(distributions.match_custom(
         custom_sparsity,
         list(distributions.sparse_layers(params, is_sparse, stacked))))
@@ -425,7 +433,9 @@ def sparsify(inner: optax.GradientTransformation,
           index=i, path=path, axis=axis, layer_shape=lshape,
           ids=np.arange(next_id, next_id + n),
           sparsity=struct.sparsity if sps is None else sps[i][1],
-          fixed=path in fixed))
+          fixed=path in fixed,
+          init_sparsity=None if init_sps is None else min(
+              init_sps[i][1], sps[i][1])))
       next_id += n
     if not leaves:
       raise ValueError(
@@ -451,8 +461,9 @@ def sparsify(inner: optax.GradientTransformation,
           layer_keys(lf)) for lf in leaves]
     shapes, keep = [], []
     for lf in leaves:
+      start = lf.sparsity if lf.init_sparsity is None else lf.init_sparsity
       n_keep = (int(np.prod(lf.layer_shape)) -
-                distributions.num_zeros(lf.layer_shape, lf.sparsity,
+                distributions.num_zeros(lf.layer_shape, start,
                                         sparsity_budget))
       shapes += [lf.layer_shape] * len(lf.ids)
       keep += [n_keep] * len(lf.ids)
@@ -674,6 +685,7 @@ snfs = _method_constructor('snfs')
 rigl = _method_constructor('rigl')
 pruning = _method_constructor('pruning')
 srigl = _method_constructor('srigl')
+granet = _method_constructor('granet')
 
 # sparsify's own keyword fields (init_masks is not a config field).
 # `sparsify`'s own fields, from its signature (what `from_config` reads).

@@ -192,6 +192,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'pruning_scope': choice('layer', 'global'),
         'pruning_initial_sparsity': number(0, 1, hi_open=True),
         'srigl_min_salient': number(0, float('inf')),
+        'granet_initial_sparsity': number(0, 1, hi_open=True),
+        'granet_prune_rate': number(0, 1),
+        'granet_prune_fraction': number(0, 1, lo_open=True),
         'structure': parsed_by(
             structure.parse, "'unstructured' or 'N:M' with 0 < N < M (e.g. "
             "'2:4')"),

@@ -27,6 +27,7 @@ from rigl_jax.methods.base import MagnitudePruning
 from rigl_jax.methods.base import MaskContext
 from rigl_jax.methods.base import Method
 from rigl_jax.methods.dense import dense
+from rigl_jax.methods.granet import granet_method
 from rigl_jax.methods.pruning import pruning
 from rigl_jax.methods.rigl import rigl
 from rigl_jax.methods.set import set_method
@@ -105,7 +106,7 @@ def get_method(method: Union[str, Method], **kwargs: Any) -> Method:
 for _name, _factory in (('dense', dense), ('static', static),
                         ('set', set_method), ('snfs', snfs), ('rigl', rigl),
                         ('pruning', pruning), ('snip', snip),
-                        ('srigl', srigl_method)):
+                        ('srigl', srigl_method), ('granet', granet_method)):
   register(_name, _factory)
 
 # The built-in names (the registry may grow).

@@ -22,7 +22,7 @@ object itself too.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -179,6 +179,10 @@ class Method:
   training_cost: str = 'sparse'
   grow_init: str = 'zeros'
   acc_scale: float = 0.0
+  # A global sparsity for the random initial masks other than the final one
+  # (GraNet's sparse start), drawn with the run's distribution; None: the
+  # final one.
+  initial_global_sparsity: Optional[float] = None
 
   def validate(self, *, structure: structure_lib.Structure,
                custom_sparsity: dict[str, float]) -> None:
