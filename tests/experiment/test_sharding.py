@@ -203,24 +203,17 @@ def _lm_worker(outdir: str) -> None:
   units along 'model', the rest along 'data'); saves the final states."""
   import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
-  from configs import cpu_transformer_shakespeare  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
+  from tests.runs import tiny_transformer_config  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
 
   def config(mesh, fsdp):
-    c = cpu_transformer_shakespeare.get_config()
-    c.data.train_fraction = 0.02
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 512
+    c = tiny_transformer_config(**{'log_every_steps': 2,
+                                   'sharding.fsdp': fsdp})
     c.model.kwargs = {'embed_dim': 32, 'num_layers': 2, 'num_heads': 4,
                       'mlp_dim': 64, 'max_len': 64, 'scan_layers': True}
-    c.num_train_steps = 6
-    c.sparsity.update_freq = 2
-    c.checkpoint_every_steps = 0
-    c.log_every_steps = 2
     c.mesh = {'data': mesh[0], 'model': mesh[1]}
-    c.sharding.fsdp = fsdp
     return c
 
   info = {}
