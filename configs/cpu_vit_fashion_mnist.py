@@ -12,7 +12,7 @@ on kernels only), 3 epochs of batch 128 (1,407 steps): a few minutes here.
 
 Usage:
   python main.py --config configs/cpu_vit_fashion_mnist.py:method=rigl,dist=erk,sparsity=0.9 --workdir DIR
-  # unrolled blocks (same weights, masks and losses): --config.model.kwargs.scan_layers=False
+  # unrolled blocks (same initial weights and masks): --config.model.kwargs.scan_layers=False
   # bf16 computation (fp32 params, state and masks): --config.model.dtype=bfloat16
 """
 

@@ -253,9 +253,9 @@ def scanned_twin(model: Any) -> Any:
   (None for any other model).
 
   The experiment system initialises an unrolled model from its twin's
-  weights and masks, unstacked, so ``scan_layers`` changes the layout of a
-  run and not its numbers (the same seed gives the same weights, masks and
-  losses either way).
+  weights and masks, unstacked, so the same seed starts both layouts from
+  the same weights and masks (they part only where float reassociation or
+  the drop-score noise, keyed in leaf order, swaps a near-tie).
   """
   if isinstance(model, (TransformerLM, ViT)) and not model.scan_layers:
     return model.clone(scan_layers=True)
