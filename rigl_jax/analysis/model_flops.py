@@ -213,12 +213,10 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
   if isinstance(is_sparse, (list, tuple)):
     is_sparse = list(is_sparse)
   custom = sp_cfg.get('custom_sparsity')
-  stacked = sp_cfg.get('stacked') or models_lib.stacked_leaves(
-      config.model.name, dict(config.model.get('kwargs') or {}))
   sparsities = flops.sparsities_from_distribution(
       params, float(sp_cfg.sparsity), sp_cfg.get('distribution', 'erk'),
       is_sparse=is_sparse, custom_sparsity=dict(custom) if custom else None,
-      stacked=dict(stacked) if stacked else None,
+      stacked=models_lib.config_stacked(config),
       erk_power_scale=float(sp_cfg.get('erk_power_scale', 1.0)),
       sparsity_budget=sp_cfg.get('sparsity_budget', 'exact'))
   steps_1x = steps_lib.steps_1x(config, num_train)

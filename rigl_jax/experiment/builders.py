@@ -148,14 +148,11 @@ def train_state_shardings(config, model, tx, info, rng, mesh) -> Any:
   init, init_rng = _state_init(model, tx, info, rng)
   abstract = jax.eval_shape(init, init_rng)
   sharding_cfg = config.get('sharding') or {}
-  kwargs = dict(config.model.get('kwargs') or {})
-  stacked = config.sparsity.get('stacked') or models_lib.stacked_leaves(
-      config.model.name, kwargs)
   specs = sharding_lib.params_specs(
       abstract.params, mesh, rules=tuple(sharding_cfg.get('rules', ())),
       fsdp=bool(sharding_cfg.get('fsdp', False)),
       model_dims=models_lib.model_dims(config.model.name),
-      stacked=dict(stacked) if stacked else None)
+      stacked=models_lib.config_stacked(config))
   return sharding_lib.state_shardings(abstract, abstract.params, specs, mesh)
 
 

@@ -115,9 +115,7 @@ def sparsity_fields(config: ml_collections.ConfigDict,
   if fields.get('seed') is None:
     fields['seed'] = config.seed
   fields['end_step'] = steps_lib.end_step(config.sparsity, total_steps)
-  if fields.get('stacked') is None:  # a scanned model declares its stack
-    fields['stacked'] = models.stacked_leaves(
-        config.model.name, dict(config.model.get('kwargs') or {}))
+  fields['stacked'] = models.config_stacked(config)  # a scanned model's
   return fields
 
 

@@ -84,6 +84,16 @@ def stacked_leaves(name: str, kwargs: dict[str, Any]) -> dict[str, int] | None:
   return None
 
 
+def config_stacked(config: Any) -> dict[str, int] | None:
+  """The stacked rule of an experiment config: ``config.sparsity.stacked``
+  if set, else the model's own (`stacked_leaves`)."""
+  stacked = config.sparsity.get('stacked')
+  if stacked is None:
+    stacked = stacked_leaves(config.model.name,
+                             dict(config.model.get('kwargs') or {}))
+  return None if stacked is None else dict(stacked)
+
+
 def model_dims(name: str) -> tuple[tuple[str, int], ...]:
   """The leaf dimensions a model splits along the mesh's ``model`` axis
   (`rigl_jax.experiment.sharding.param_spec`'s ``model_dims``); empty: the
@@ -161,10 +171,15 @@ __all__ = (
     'ResNet34',
     'ResNet50',
     'SmallCNN',
+    'TransformerLM',
+    'ViT',
     'WRN_16_4',
     'WRN_22_2',
     'WRN_22_8',
     'WRN_28_10',
     'WideResNet',
+    'config_stacked',
     'get_model',
+    'model_dims',
+    'stacked_leaves',
 )
