@@ -156,8 +156,10 @@ def _losses(workdir):
   return [r['train_loss'] for r in rows if 'train_loss' in r]
 
 
-@pytest.mark.parametrize('name', [
-    'transformer_lm', pytest.param('vit', marks=pytest.mark.slow)])
+# ~60 s per model here; the core's scanned-vs-unrolled tests
+# (tests/core/test_composition.py) keep the rule in the default suite.
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['transformer_lm', 'vit'])
 def test_scan_layers_changes_the_layout_not_the_run(name, tmp_path):
   """`train_and_evaluate`, scanned and unrolled, same seed: the unrolled
   model starts from the scanned one's weights and masks (unstacked), and
@@ -247,8 +249,8 @@ def test_every_model_computes_in_bfloat16_with_float32_params(name):
                      params) == {'bfloat16'}
 
 
-@pytest.mark.parametrize('method', [
-    'rigl', pytest.param('set', marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['rigl', 'set'])
 def test_stacked_slices_keep_their_nnz_over_many_updates(method):
   """A scanned LM with a mask update every step for 25 steps: every
   block's slice keeps its own count."""
