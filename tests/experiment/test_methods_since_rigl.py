@@ -8,8 +8,8 @@ from rigl_jax.methods import srigl
 from tests.runs import tiny_config
 
 
-@pytest.mark.parametrize('method', [
-    'srigl', pytest.param('granet', marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~25 s each; tests/core trains both in plain loops
+@pytest.mark.parametrize('method', ['srigl', 'granet'])
 def test_trains_to_its_sparsity(method, tmp_path):
   from rigl_jax.experiment import builders  # pylint: disable=g-import-not-at-top
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top

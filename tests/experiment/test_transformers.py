@@ -198,6 +198,7 @@ def test_scan_layers_changes_the_layout_not_the_run(name, tmp_path):
     assert np.asarray(m_s[k]).sum() == np.asarray(m_u[k]).sum(), k
 
 
+@pytest.mark.slow  # ~50 s; the zoo-wide trace test below stays default
 def test_bfloat16_computes_in_bf16_and_keeps_float32_state(tmp_path):
   from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
   config = _tiny('transformer_lm', True, steps=4, **{'model.dtype':
