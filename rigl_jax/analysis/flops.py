@@ -59,6 +59,7 @@ from rigl_jax import masks as masks_lib
 from rigl_jax import methods as methods_lib
 from rigl_jax import paths as paths_lib
 from rigl_jax import schedules
+from rigl_jax.methods import granet as granet_lib
 
 PADDINGS = ('same', 'model')
 
@@ -229,18 +230,45 @@ def training_flops(method: Union[str, methods_lib.Method],
     per_update_window = (3 * f_s * update_freq + 2 * f_s + f_d) / (
         update_freq + 1)
     return per_update_window * updating + 3 * f_s * (total_steps - updating)
-  # Gradual pruning: every layer follows s_t = s_f + (s_i - s_f)(1 - p)^3,
-  # i.e. it is a fraction L(t) = 1 - (1 - p)^3 of the way from s_i to its
-  # s_f. FLOPs are linear in each layer's density, hence in L.
+  if cost == 'pruning_schedule_dense_gradient_on_update':  # GraNet
+    m = methods_lib.get_method(method)
+    f_init = inference_flops(
+        ops, {p: min(m.initial_sparsity, s) for p, s in sparsities.items()},
+        padding)
+    window = granet_lib.prune_end(begin_step, end_step, m.prune_fraction)
+    total, forward = _pruned(f_init, f_s, begin_step, window, total_steps,
+                             update_freq)
+    for u in range(begin_step, min(end_step, total_steps), update_freq):
+      total += f_d - forward(u)  # the update step's dense weight gradient
+    return total
   f_init = inference_flops(
       ops, {p: pruning_initial_sparsity for p in sparsities}, padding)
+  return _pruned(f_init, f_s, begin_step, end_step, total_steps,
+                 update_freq)[0]
+
+
+def _pruned(f_init: float, f_final: float, begin_step: int, end_step: int,
+            total_steps: int, update_freq: int):
+  """3 f(s_t) summed along the cubic schedule, and ``t -> f(s_t)``.
+
+  Every layer follows s_t = s_f + (s_i - s_f)(1 - p)^3, i.e. it is a
+  fraction L(t) = 1 - (1 - p)^3 of the way from s_i to its s_f; FLOPs are
+  linear in each layer's density, hence in L. The masks change at the
+  pruning steps (every ``update_freq`` from ``begin_step`` to
+  ``end_step``) and hold in between.
+  """
+  def forward(step):
+    level = 1.0 if end_step <= begin_step else float(
+        schedules.pruning_sparsity(
+            step, initial_sparsity=0.0, final_sparsity=1.0,
+            begin_step=begin_step, end_step=end_step))
+    return f_init + (f_final - f_init) * level
+
   total = 3 * f_init * min(begin_step, total_steps)
   updates = list(range(begin_step, min(end_step, total_steps - 1) + 1,
                        update_freq))
   for u, nxt in zip(updates, updates[1:] + [total_steps]):
-    level = 1.0 if end_step <= begin_step else float(
-        schedules.pruning_sparsity(
-            u, initial_sparsity=0.0, final_sparsity=1.0,
-            begin_step=begin_step, end_step=end_step))
-    total += 3 * (f_init + (f_s - f_init) * level) * (nxt - u)
-  return total
+    total += 3 * forward(u) * (nxt - u)
+  return total, lambda step: forward(
+      max(u for u in updates if u <= step) if updates and step >= updates[0]
+      else begin_step)

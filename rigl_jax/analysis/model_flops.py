@@ -231,9 +231,12 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
   for method in methods_lib.names():
     # As in the paper, RigL's dense gradients are charged every update_freq
     # steps over the whole run; pruning follows its schedule.
-    cost = methods_lib.get_method(method).training_cost
+    own = methods_lib.hyperparameters(method)
+    obj = methods_lib.get_method(
+        method, **{k: sp_cfg[k] for k in own if k in sp_cfg})
+    cost = obj.training_cost
     ratios[method] = flops.training_flops(
-        method, ops, sparsities, total_steps=total,
+        obj, ops, sparsities, total_steps=total,
         update_freq=int(sp_cfg.get('update_freq', 100)), begin_step=begin,
         end_step=None if cost == 'dense_gradient_on_update' else end,
         pruning_initial_sparsity=float(

@@ -140,7 +140,8 @@ class MaskContext(NamedTuple):
 
 # How a method's training step is counted in FLOPs (see `Method`).
 TRAINING_COSTS = ('dense', 'sparse', 'dense_gradient',
-                  'dense_gradient_on_update', 'pruning_schedule')
+                  'dense_gradient_on_update', 'pruning_schedule',
+                  'pruning_schedule_dense_gradient_on_update')
 
 
 class Method:
@@ -167,7 +168,9 @@ class Method:
       (3 f_D), ``'sparse'`` (3 f_S), ``'dense_gradient'`` (2 f_S + f_D: a
       dense gradient every step, SNFS), ``'dense_gradient_on_update'``
       (a dense gradient on mask-update steps only, RigL) or
-      ``'pruning_schedule'`` (3 f(s_t) along the pruning schedule).
+      ``'pruning_schedule'`` (3 f(s_t) along the pruning schedule) or
+      ``'pruning_schedule_dense_gradient_on_update'`` (that, plus a dense
+      weight gradient on every mask-update step: GraNet).
   """
   name: str = 'method'
   sparse: bool = True

@@ -68,6 +68,12 @@ def ceil_count(fraction: jax.Array, nnz: jax.Array) -> jax.Array:
   return jnp.minimum(jnp.ceil(x).astype(jnp.int32), nnz)
 
 
+def prune_end(begin_step: int, end_step: int, prune_fraction: float) -> int:
+  """The last step of the pruning window."""
+  return begin_step + max(1, math.floor(prune_fraction *
+                                        (end_step - begin_step)))
+
+
 class GraNet(base.Method):
   """Gradual global magnitude pruning plus per-layer regeneration.
 
@@ -78,7 +84,9 @@ class GraNet(base.Method):
       end_step]``.
   """
   name = 'granet'
-  training_cost = 'pruning_schedule'
+  # The pruning schedule's forward and backward passes, and the dense
+  # gradient the regeneration ranks on every mask update.
+  training_cost = 'pruning_schedule_dense_gradient_on_update'
 
   def __init__(self, initial_sparsity: float = 0.0, prune_rate: float = 0.5,
                prune_fraction: float = 0.5):
@@ -109,9 +117,8 @@ class GraNet(base.Method):
                        "forbids; use structure='unstructured'")
 
   def prune_end(self, schedule: schedules.MaskSchedule) -> int:
-    span = schedule.end_step - schedule.begin_step
-    return schedule.begin_step + max(1, math.floor(self.prune_fraction *
-                                                   span))
+    return prune_end(schedule.begin_step, schedule.end_step,
+                     self.prune_fraction)
 
   def update_masks(self, ctx: base.MaskContext):
     sched = ctx.schedule

@@ -66,6 +66,27 @@ def test_training_formulas():
     rigl_jax.methods.DropAndGrow('mine', abs, training_cost='cheap')
 
 
+def test_granet_is_its_pruning_schedule_plus_dense_gradients():
+  ops = model_flops.layer_ops(_Tiny(), (4, 4, 1))
+  sp = {'conv/kernel': 0.5, 'head/kernel': 0.5}
+  f_d, f_s = flops.inference_flops(ops), flops.inference_flops(ops, sp)
+  kw = dict(total_steps=1000, update_freq=100, begin_step=0, end_step=1000)
+  got = flops.training_flops('granet', ops, sp, **kw)
+  # Dense start; prunes over the first half of [0, 1000]: the pruning
+  # method's cost with end_step 500, plus f_D - f(s_u) at each of the 10
+  # updates (the dense gradient the regeneration ranks).
+  level = lambda u: 1 - (1 - min(u, 500) / 500) ** 3
+  extra = sum(f_d - (f_d + (f_s - f_d) * level(u)) for u in range(0, 1000,
+                                                                    100))
+  assert got == pytest.approx(flops.training_flops(
+      'pruning', ops, sp, total_steps=1000, update_freq=100, begin_step=0,
+      end_step=500) + extra)
+  # A sparse start at 0.5 costs less (the layers start at their final 0.5).
+  sparse = rigl_jax.methods.get_method('granet', granet_initial_sparsity=0.5)
+  assert flops.training_flops(sparse, ops, sp, **kw) == pytest.approx(
+      3 * f_s * 1000 + 10 * (f_d - f_s))
+
+
 def test_lstm_counts_every_time_step():
   model = models.get_model('char_lstm', num_classes=10, embed_dim=4,
                            hidden_size=8, num_layers=1)
