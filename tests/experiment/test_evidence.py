@@ -31,6 +31,19 @@ def test_fashion_mnist_sweep_sizes_and_order():
   assert len({sweep.run_name(r) for r in everything}) == len(everything)
 
 
+def test_transformer_sweep_sizes_and_layout_pair():
+  path = _config('evidence_transformer.py')
+  runs = sweep.expand(sweep.load_sweep(path))
+  # Per seed: dense, 4 methods x 2 distributions x 2 levels, RigL 2x x 2.
+  assert len(runs) == 3 * (1 + 4 * 2 * 2 + 2)
+  assert [r['seed'] for r in runs] == sorted(r['seed'] for r in runs)
+  assert len({sweep.run_name(r) for r in runs}) == len(runs)
+  pair = sweep.expand(sweep.load_sweep(path, 'layout'))
+  assert [r['model.kwargs.scan_layers'] for r in pair] == [True, False]
+  with pytest.raises(ValueError, match='layout'):
+    sweep.load_sweep(path, 'seed9')
+
+
 @pytest.mark.parametrize('sparsity', evidence_fashion_mnist.SPARSITIES)
 def test_small_dense_matches_the_sparse_nonzeros(sparsity):
   full = evidence_fashion_mnist.kernel_weights((300, 100))
