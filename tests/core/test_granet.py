@@ -75,3 +75,32 @@ def test_granet_bad_arguments():
                     ({'granet_prune_fraction': 0.0}, 'prune_fraction')):
     with pytest.raises(ValueError, match=match):
       rigl_jax.granet(optax.sgd(0.1), sparsity=0.9, end_step=10, **kw)
+
+
+@pytest.mark.parametrize('method', ['srigl', 'granet'])
+def test_in_a_train_state_with_a_chain(method):
+  """As an outside user: `TrainState.apply_gradients` with `sparsify`
+  wrapping a chain (clipping, Adam)."""
+  train_state = pytest.importorskip('flax.training.train_state')
+  params = helpers.mlp_params()
+  tx = rigl_jax.sparsify(
+      optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)), method,
+      sparsity=0.8, update_freq=3, end_step=30)
+  params, opt_state = rigl_jax.masked_init(tx, params)
+  state = train_state.TrainState(step=0, apply_fn=None, params=params,
+                                 tx=tx, opt_state=opt_state)
+
+  @jax.jit
+  def step(state, b):
+    return state.apply_gradients(
+        grads=jax.grad(helpers.loss_fn)(state.params, b))
+
+  for t in range(30):
+    state = step(state, helpers.batch(t))
+  masks = rigl_jax.get_masks(state.opt_state)
+  for name, m in masks.items():
+    m = np.asarray(m['kernel'])
+    assert not np.any(np.asarray(state.params[name]['kernel'])[~m]), name
+  total = sum(np.asarray(m['kernel']).size for m in masks.values())
+  kept = sum(int(np.asarray(m['kernel']).sum()) for m in masks.values())
+  assert 1 - kept / total == pytest.approx(0.8, abs=0.03)
