@@ -21,10 +21,10 @@ def _run(*args: str) -> str:
   return out.stdout
 
 
-# Two methods in the default suite (every method prints through the same
-# code; `static` has no mask-update program); all five under -m slow.
+# RigL in the default suite (every method prints through the same code);
+# all five under -m slow.
 @pytest.mark.parametrize('methods', [
-    ('static', 'rigl'),
+    ('rigl',),
     pytest.param(ALL_METHODS, marks=pytest.mark.slow)])
 def test_sparse_step_prints_a_ratio_per_method(methods):
   out = _run('benchmarks/sparse_step.py', '--width', '32', '--batch', '8',

@@ -144,9 +144,8 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
   assert step == saved and int(state.step) == saved
 
 
-def _corrupt_newest(ckpt_dir, how):
-  newest = max(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
-  state_dir = os.path.join(ckpt_dir, str(newest), 'state')
+def _corrupt(ckpt_dir, step, how):
+  state_dir = os.path.join(ckpt_dir, str(step), 'state')
   files = []
   for root, _, fs in os.walk(state_dir):
     files += [os.path.join(root, f) for f in fs]
@@ -159,39 +158,43 @@ def _corrupt_newest(ckpt_dir, how):
     open(target, 'wb').write(bytes(data))
   else:  # 'delete': the state is gone, the meta is still there
     shutil.rmtree(state_dir)
-  return newest
+
+
+def _checkpoints(ckpt_dir):
+  return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
 
 
 @pytest.mark.parametrize('how', ['flip', pytest.param('delete', marks=pytest.mark.slow)])
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, how,
-                                                          monkeypatch):
-  config = tiny_config(steps=20)
-  full = train.train_and_evaluate(config, str(tmp_path / 'a'))
-  wd = tmp_path / 'b'
-  train.train_and_evaluate(config, str(wd))
-  ckpt = str(wd / 'checkpoints')
-  newest = _corrupt_newest(ckpt, how)
-  assert newest == 20
+                                                          monkeypatch,
+                                                          trained_run):
+  # The shared 20-step run is the uninterrupted reference; a copy of it
+  # with its newest checkpoint damaged resumes from checkpoint 10.
+  wd = trained_run.copy_to(tmp_path / 'wd')
+  ckpt = os.path.join(wd, 'checkpoints')
+  assert _checkpoints(ckpt) == [10, 20]
+  _corrupt(ckpt, 20, how)
   warnings = []
   monkeypatch.setattr(logging, 'warning',
                       lambda msg, *a: warnings.append(msg % a))
-  res = train.train_and_evaluate(config, str(wd))
+  res = train.train_and_evaluate(trained_run.config, wd)
   assert res['resumed_from_step'] == 10
   assert any('Checkpoint 20 is damaged' in w for w in warnings), warnings
   assert os.path.isdir(os.path.join(ckpt, 'damaged', '20'))  # kept, moved
-  assert res['test_accuracy'] == full['test_accuracy']
-  assert res['test_loss'] == full['test_loss']
+  assert res['test_accuracy'] == trained_run.results['test_accuracy']
+  assert res['test_loss'] == trained_run.results['test_loss']
 
 
-def test_every_checkpoint_damaged_is_one_error_and_nothing_deleted(tmp_path):
-  config = tiny_config(steps=10)
-  config.keep_checkpoints = 1
-  wd = tmp_path / 'wd'
-  train.train_and_evaluate(config, str(wd))
-  _corrupt_newest(str(wd / 'checkpoints'), 'flip')
+def test_every_checkpoint_damaged_is_one_error_and_nothing_deleted(
+    tmp_path, trained_run):
+  wd = trained_run.copy_to(tmp_path / 'wd')
+  ckpt = os.path.join(wd, 'checkpoints')
+  for step in _checkpoints(ckpt):
+    _corrupt(ckpt, step, 'flip')
   with pytest.raises(ValueError, match='every checkpoint .* is damaged'):
-    train.train_and_evaluate(config, str(wd))
-  assert os.path.isdir(wd / 'checkpoints' / '10')
+    train.train_and_evaluate(trained_run.config, wd)
+  assert os.path.isdir(os.path.join(ckpt, '10'))
+  assert os.path.isdir(os.path.join(ckpt, '20'))
 
 
 @pytest.mark.parametrize('field, value, needle', [
@@ -202,15 +205,13 @@ def test_every_checkpoint_damaged_is_one_error_and_nothing_deleted(tmp_path):
                  marks=pytest.mark.slow),
 ])
 def test_checkpoint_of_another_config_is_refused(tmp_path, field, value,
-                                                 needle):
-  wd = tmp_path / 'wd'
-  train.train_and_evaluate(tiny_config(steps=10), str(wd))
-  before = sorted(os.listdir(wd / 'checkpoints'))
+                                                 needle, trained_run):
+  wd = trained_run.copy_to(tmp_path / 'wd')
+  before = sorted(os.listdir(os.path.join(wd, 'checkpoints')))
   with pytest.raises(ValueError, match='different config') as e:
-    train.train_and_evaluate(tiny_config(steps=10, **{field: value}),
-                             str(wd))
+    train.train_and_evaluate(tiny_config(**{field: value}), wd)
   assert needle in str(e.value)
-  assert sorted(os.listdir(wd / 'checkpoints')) == before
+  assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == before
 
 
 @pytest.mark.slow

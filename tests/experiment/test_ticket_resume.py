@@ -19,6 +19,9 @@ TINY = ('--config.data.train_fraction=0.01',
         '--config.num_train_steps=8', '--config.log_every_steps=4',
         '--config.checkpoint_every_steps=4')
 SEARCHES = {
+    # Phases: round 0 | round 1.
+    'imp1': ('imp_fashion_mnist.py', '--config.imp.rounds=1',
+             '--config.imp.rewind_step=2', '--config.imp.controls=()'),
     # Phases: round 0 | round 1, its random_mask control.
     'imp': ('imp_fashion_mnist.py', '--config.imp.rounds=1',
             '--config.imp.rewind_step=2',
@@ -54,14 +57,17 @@ def _results(workdir):
   return res
 
 
-# Kill points (checkpoint numbers). Default: IMP in round 1's control at
-# step 7 (resumes from its step 4). Under -m slow: IMP killed in round 0 at
+# Kill points (checkpoint numbers). Default: IMP in round 1 at step 7
+# (resumes from its step 4). Under -m slow: IMP in round 1's control at
+# step 7 (resumes from its step 4); IMP killed in round 0 at
 # step 6 (past the rewind step: resumes from step 4 with the rewind point
 # saved) and again in round 2's control at step 7; CS killed inside lambda
 # 0's ticket at step 5, then in lambda 1's round 0 right after the
 # checkpoint of step 4 was committed.
 @pytest.mark.parametrize('search, faults, resumed_at', [
-    ('imp', ('after_step@25',), 'phase 2, step 4'),
+    ('imp1', ('after_step@16',), 'phase 1, step 4'),
+    pytest.param('imp', ('after_step@25',), 'phase 2, step 4',
+                 marks=pytest.mark.slow),
     pytest.param('imp2', ('after_step@6', 'after_step@43'), 'phase 4, step 4',
                  marks=pytest.mark.slow),
     pytest.param('cs', ('after_step@23', 'after_save@31'), 'phase 3, step 4',
