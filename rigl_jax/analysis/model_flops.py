@@ -172,7 +172,11 @@ def model_and_input(config: Any):
     raise ValueError(f'unknown dataset {name!r}; valid names: '
                      f'{sorted(data_base.SPECS)}')
   spec = data_base.SPECS[name]
-  classes = spec.num_classes
+  classes = data_base.num_classes(config.data)
+  if not spec.num_train and not config.get('num_train_steps'):
+    raise ValueError(
+        f'the size of {name!r} is known only once it is tokenized; set '
+        'config.num_train_steps to count FLOPs without loading it')
   if spec.kind == 'text':
     seq_len = int(config.data.seq_len)
     shape, dtype = (seq_len,), jnp.int32

@@ -18,7 +18,7 @@ from rigl_jax.experiment import steps as steps_lib
 # Valid values of config.optimizer.name and config.optimizer.schedule (the
 # config validation takes its choices from here).
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
-LR_SCHEDULES = ('cosine', 'step', 'constant')
+LR_SCHEDULES = ('cosine', 'step', 'constant', 'rsqrt')
 
 
 def step_multiplier_schedule(base_lr: float,
@@ -64,7 +64,7 @@ def step_multiplier_schedule(base_lr: float,
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
                             total_steps: int) -> optax.Schedule:
-  """Linear warmup, then cosine decay or step decay (from the config).
+  """Linear warmup, then cosine, step, constant or rsqrt decay (config).
 
   With ``schedule='step'``, a non-empty ``step_multipliers`` (the
   reference's (multiplier, start step at 1x) pairs, warm-up included; see
@@ -93,6 +93,13 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict,
     decay = optax.piecewise_constant_schedule(base_lr, boundaries)
   elif opt.schedule == 'constant':
     decay = optax.constant_schedule(base_lr)
+  elif opt.schedule == 'rsqrt':
+    # lr * sqrt(warmup / step) after the warm-up, as the Flax lm1b and wmt
+    # examples (`rsqrt_schedule(lr, shift=warmup_steps)` in their train.py).
+    if warmup == 0:
+      raise ValueError('optimizer.schedule="rsqrt" needs a warm-up: set '
+                       'optimizer.warmup_fraction > 0')
+    decay = lambda count: base_lr * (warmup / (count + warmup)) ** 0.5
   else:
     raise ValueError(f'unknown learning-rate schedule {opt.schedule!r}; valid '
                      f'choices are {list(LR_SCHEDULES)}')

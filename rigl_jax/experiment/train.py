@@ -169,7 +169,7 @@ def make_eval_step(model: nn.Module, kind: str, num_classes: int,
 
 def evaluate(eval_step, state: TrainState, data: data_lib.Data, split: str,
              kind: str, batch_sharding: Any = None) -> dict[str, float]:
-  """One pass over an eval split: loss, accuracy (and bits per char)."""
+  """One pass over an eval split: loss, accuracy (and `text_metrics`)."""
   totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
   for batch in data.eval_batches(split):
     if batch_sharding is not None:
@@ -180,8 +180,15 @@ def evaluate(eval_step, state: TrainState, data: data_lib.Data, split: str,
   n = max(totals['count'], 1.0)
   res = {'loss': totals['loss'] / n, 'accuracy': totals['correct'] / n}
   if kind == 'text':
-    res['bits_per_char'] = res['loss'] / math.log(2.0)
+    res.update(text_metrics(data.info.name, res['loss']))
   return res
+
+
+def text_metrics(dataset: str, loss: float) -> dict[str, float]:
+  """Bits per character of character-level text; perplexity of tokens."""
+  if dataset in data_lib.TOKENIZED:
+    return {'perplexity': math.exp(min(loss, 700.0))}
+  return {'bits_per_char': loss / math.log(2.0)}
 
 
 def _layer_sparsity(params) -> tuple[dict[str, float], int, int]:
@@ -261,7 +268,8 @@ def _final_results(state: TrainState, test: dict[str, float], kind: str,
       'num_params': int(sum(p.size for p in jax.tree.leaves(state.params))),
   }
   if kind == 'text':
-    results['test_bits_per_char'] = test['bits_per_char']
+    results.update({f'test_{k}': v for k, v in test.items()
+                    if k in ('bits_per_char', 'perplexity')})
   else:
     results['test_accuracy'] = test['accuracy']
   return results

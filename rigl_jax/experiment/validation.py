@@ -152,6 +152,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'train_fraction': number(0, 1, lo_open=True),
         'tfds_data_dir': string(none_ok=True),
         'shuffle_buffer': integer(0),
+        'vocab_size': integer(4),
+        'max_corpus_chars': integer(1),
+        'token_dir': string(none_ok=True),
     },
     'model': {
         'name': lambda v: choice(*_models())(v),

@@ -15,7 +15,8 @@ PAPER_CONFIGS = ['imagenet_resnet50', 'imagenet_mobilenet_v1',
                  'imagenet_mobilenet_v2', 'cifar10_wrn22_8',
                  'shakespeare_lstm', 'cpu_shakespeare_lstm',
                  'cpu_lenet300_fashion_mnist', 'cpu_transformer_shakespeare',
-                 'cpu_vit_fashion_mnist', 'imagenet_vit_b16']
+                 'cpu_vit_fashion_mnist', 'imagenet_vit_b16',
+                 'lm1b_transformer']
 
 
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
@@ -58,6 +59,36 @@ def test_vit_b16_config_is_big_visions_budget_in_bf16():
   # timm report, counted here as multiplies and adds (x2).
   assert report['dense_inference_flops'] == pytest.approx(35.1e9, rel=0.02)
   assert report['inference_ratio'] < 0.3
+
+
+def test_lm1b_config_is_the_flax_examples_budget():
+  from rigl_jax.analysis import model_flops  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import optimizers  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import validation  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module('configs.lm1b_transformer').get_config()
+  validation.validate(config)
+  assert (config.data.name, config.data.vocab_size, config.data.seq_len,
+          config.data.batch_size, config.num_train_steps) == (
+              'lm1b', 30_000, 128, 256, 500_000)
+  # Flax lm1b's schedule: linear to 0.0016 over 1000 steps, then
+  # 0.0016 * sqrt(1000 / step).
+  lr = optimizers.create_learning_rate_fn(config, config.num_train_steps)
+  assert float(lr(500)) == pytest.approx(0.0008)
+  assert float(lr(1000)) == pytest.approx(0.0016)
+  assert float(lr(4000)) == pytest.approx(0.0008, rel=1e-4)
+  # Per token: 6 blocks x (4 x 512^2 + 2 x 512 x 2048) + 512 x 30000 output
+  # = 34.23M multiply-adds; x 2 x 128 tokens = 8.764e9, plus the dense
+  # attention (6 x ~33.7M) = 8.97e9.
+  report = model_flops.report(config)
+  assert report['dense_inference_flops'] == pytest.approx(8.97e9, rel=0.005)
+
+
+def test_rsqrt_schedule_needs_a_warm_up():
+  from rigl_jax.experiment import optimizers  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module('configs.lm1b_transformer').get_config()
+  config.optimizer.warmup_fraction = 0.0
+  with pytest.raises(ValueError, match='rsqrt.*warm-up'):
+    optimizers.create_learning_rate_fn(config, 100)
 
 
 def test_uniform_keeps_the_first_layer_dense():

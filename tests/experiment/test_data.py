@@ -1,6 +1,7 @@
 """Tests for the data package `rigl_jax.experiment.data`."""
 
 import hashlib
+import os
 import pathlib
 import shutil
 import subprocess
@@ -402,6 +403,57 @@ def test_the_registry_matches_the_bundled_data():
       assert info.num_train == spec.num_train
   corpus = shakespeare.load()
   assert len(corpus.split('train')) == base.SPECS['shakespeare'].num_train
+
+
+def test_lm1b_is_tokenized_once_then_read_as_resumable_windows(tmp_path):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  spm = pytest.importorskip('sentencepiece')
+  from rigl_jax.experiment.data import tfds_text  # pylint: disable=g-import-not-at-top
+  config = _config('lm1b', source='tfds', vocab_size=64, seq_len=8,
+                   batch_size=4, eval_batch_size=6, token_dir=str(tmp_path))
+  with tfds.testing.mock_data(num_examples=40):
+    ds = data.get_data(config, seed=1, process_index=0, process_count=1)
+    texts = list(tfds_text._texts(tfds.builder('lm1b'), 'train'))  # pylint: disable=protected-access
+    made = {f: os.path.getmtime(tmp_path / f)
+            for f in ('spm.model', 'train.bin', 'test.bin')}
+    again = data.get_data(config, seed=1, process_index=0, process_count=1)
+    halves = [data.get_data(config, seed=1, process_index=i, process_count=2)
+              for i in range(2)]
+  # Made once: the second load reads the same files.
+  assert made == {f: os.path.getmtime(tmp_path / f) for f in made}
+  sp = spm.SentencePieceProcessor(model_file=str(tmp_path / 'spm.model'))
+  assert ds.info.num_classes == sp.get_piece_size() <= 64
+  assert ds.info.kind == 'text' and ds.info.input_shape == (8,)
+  # The train file: every example's pieces and an end of sentence, in order.
+  want = [t for ids in sp.encode(texts) for t in (*ids, tfds_text.EOS_ID)]
+  tokens = np.fromfile(tmp_path / 'train.bin', np.uint16)
+  assert tokens.tolist() == want
+  assert ds.info.num_train == (len(want) - 8) // 8
+  stream = _take(ds.train_batches(0), 6)
+  for batch in stream:
+    assert batch['inputs'].dtype == np.int32
+    assert batch['inputs'].shape == batch['targets'].shape == (4, 8)
+    np.testing.assert_array_equal(batch['inputs'][:, 1:],
+                                  batch['targets'][:, :-1])
+    assert batch['targets'].max() < ds.info.num_classes
+  # Resumed at any step: the same batches; two processes: the halves.
+  for start in (1, 4):
+    for a, b in zip(stream[start:], _take(again.train_batches(start), 2)):
+      _assert_batches_equal(a, b)
+  for step, batch in enumerate(stream[:3]):
+    parts = [_take(h.train_batches(step), 1)[0] for h in halves]
+    np.testing.assert_array_equal(
+        batch['inputs'], np.concatenate([p['inputs'] for p in parts]))
+  evals = list(ds.eval_batches('test'))
+  assert sum(b['mask'].sum() for b in evals) == ds.info.num_eval['test']
+
+
+def test_lm1b_not_prepared_is_one_clear_error(tmp_path):
+  pytest.importorskip('tensorflow_datasets')
+  config = _config('lm1b', source='tfds', tfds_data_dir=str(tmp_path),
+                   token_dir=str(tmp_path / 'tokens'))
+  with pytest.raises(ValueError, match="'lm1b' is not prepared.*tfds build"):
+    data.get_data(config, seed=0, process_index=0, process_count=1)
 
 
 @pytest.mark.parametrize('name', ['cifar10', 'imagenet2012'])

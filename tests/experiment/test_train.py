@@ -85,7 +85,7 @@ def test_shakespeare_lstm_reports_bits_per_char(tmp_path):
   config.data = data_lib.default_data_config('shakespeare')
   config.data.batch_size = 8
   config.data.seq_len = 32
-  config.data.eval_batch_size = 64
+  config.data.eval_batch_size = 2048  # few eval batches
   config.data.train_fraction = 0.01
   config.model.name = 'char_lstm'
   config.model.kwargs = {'embed_dim': 16, 'hidden_size': 32, 'num_layers': 1}
@@ -123,6 +123,27 @@ def test_one_step_on_each_tfds_pipeline(tmp_path, name, model, image_size):
     results = train.train_and_evaluate(config, str(tmp_path))
   assert results['steps'] == 1
   assert 0.0 <= results['test_accuracy'] <= 1.0
+  assert results['global_sparsity'] == pytest.approx(0.9, abs=0.02)
+
+
+def test_token_lm_on_lm1b_reports_perplexity(tmp_path):
+  config = tiny_config(steps=2)
+  config.data = data_lib.default_data_config('lm1b')
+  config.data.source = 'tfds'
+  config.data.update(vocab_size=48, seq_len=8, batch_size=4,
+                     eval_batch_size=8, token_dir=str(tmp_path / 'tokens'))
+  config.model.name = 'transformer_lm'
+  config.model.kwargs = {'embed_dim': 8, 'num_layers': 1, 'num_heads': 2,
+                         'mlp_dim': 16, 'max_len': 8, 'scan_layers': True}
+  config.sparsity.update_freq = 1
+  config.sparsity.is_sparse = ['(kernel|embedding)$']
+  config.eval_split = None
+  with tfds.testing.mock_data(num_examples=30):
+    results = train.train_and_evaluate(config, str(tmp_path / 'wd'))
+  assert results['steps'] == 2
+  assert 'test_bits_per_char' not in results
+  assert results['test_perplexity'] == pytest.approx(
+      np.exp(results['test_loss']), rel=1e-6)
   assert results['global_sparsity'] == pytest.approx(0.9, abs=0.02)
 
 

@@ -31,7 +31,7 @@ CASES = [
     ('optimizer.name', 'lamb', "one of ['sgd', 'adam', 'adamw']"),
     ('optimizer.learning_rate', -1.0, 'a number in (0, inf]'),
     ('optimizer.momentum', 1.0, 'a number in [0, 1)'),
-    ('optimizer.schedule', 'linear', "one of ['cosine', 'step', 'constant']"),
+    ('optimizer.schedule', 'linear', "one of ['cosine', 'step', 'constant', 'rsqrt']"),
     ('optimizer.step_decay_at', (0.5, 1.5), 'a list of numbers in (0, 1)'),
     ('mesh.data', 0, 'a positive integer or -1'),
     ('sharding.fsdp', 'no', 'True or False'),

@@ -73,6 +73,13 @@ SPECS: dict[str, DatasetSpec] = {
     'shakespeare': DatasetSpec(
         'text', None, 0, 84, 4_551_478, ('validation', 'test'), None,
         ('bundled',), 'none', False, 64, 256, 0, 128, 0),
+    # One Billion Word (Chelba et al. 2013), tokenized with a SentencePiece
+    # vocabulary trained on it (`tfds_text`); num_classes is the default
+    # vocabulary size and the train size in tokens is known only once
+    # tokenized (0). Batch 256 of 128 tokens as the Flax lm1b example.
+    'lm1b': DatasetSpec(
+        'text', None, 0, 30_000, 0, ('test',), None, ('tfds',), 'none',
+        False, 256, 256, 0, 128, 0),
 }
 
 # Valid values of `config.data.name`.
@@ -87,6 +94,20 @@ BUNDLED: tuple[str, ...] = tuple(n for n, s in SPECS.items()
 
 # Per-channel (mean, std) of pixel values scaled to [0, 1].
 MEAN_STD = {n: s.mean_std for n, s in SPECS.items() if s.mean_std}
+
+# Text datasets read from tfds and tokenized with a trained vocabulary
+# (`tfds_text`); their configs carry `vocab_size`, `max_corpus_chars` and
+# `token_dir`.
+TOKENIZED: tuple[str, ...] = tuple(
+    n for n, s in SPECS.items() if s.kind == 'text' and 'tfds' in s.sources)
+
+
+def num_classes(data_config) -> int:
+  """Classes, or the vocabulary size of text, of a data config's dataset."""
+  if data_config.name in TOKENIZED:
+    return int(data_config.get('vocab_size', SPECS[data_config.name]
+                               .num_classes))
+  return SPECS[data_config.name].num_classes
 
 
 class DatasetInfo(NamedTuple):

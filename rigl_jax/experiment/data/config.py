@@ -30,6 +30,10 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
     tfds_data_dir: tfds data folder (None: the tfds default).
     shuffle_buffer: tf.data shuffle buffer (tfds only; bundled data is
       permuted whole every epoch).
+    vocab_size, max_corpus_chars, token_dir: tokenized text only (`lm1b`):
+      the SentencePiece vocabulary's size (30,000), the train characters
+      it is trained on (10**7) and where the vocabulary and token files are
+      kept (None: next to the tfds data); see `tfds_text`.
 
   Args:
     name: one of `DATASETS`.
@@ -52,4 +56,8 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
   config.train_fraction = 1.0
   config.tfds_data_dir = ml_collections.config_dict.placeholder(str)
   config.shuffle_buffer = spec.shuffle_buffer
+  if name in base.TOKENIZED:
+    config.vocab_size = spec.num_classes
+    config.max_corpus_chars = 10**7
+    config.token_dir = ml_collections.config_dict.placeholder(str)
   return config

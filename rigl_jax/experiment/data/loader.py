@@ -85,7 +85,11 @@ def get_data(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
                process_count=process_count)
   if config.source == 'tfds':
     # Imported here so that bundled data never loads TensorFlow.
-    from rigl_jax.experiment.data import tfds_images  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    if config.name in base.TOKENIZED:
+      from rigl_jax.experiment.data import tfds_text
+      return tfds_text.get_data(config, **hosts)
+    from rigl_jax.experiment.data import tfds_images
     return tfds_images.get_data(config, **hosts)
   sizes = dict(batch_size=config.batch_size,
                eval_batch_size=config.eval_batch_size,

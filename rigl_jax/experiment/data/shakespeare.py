@@ -125,17 +125,53 @@ def get_data(*, batch_size: int, eval_batch_size: int, seq_len: int,
   Returns:
     The `Data`, with eval splits 'validation' and 'test'.
   """
+  corpus = load(data_dir)
+  splits = {s: corpus.split(s)
+            for s in ('train',) + base.SPECS['shakespeare'].eval_splits}
+  return windowed_data(
+      'shakespeare', splits, len(corpus.vocab.chars), batch_size=batch_size,
+      eval_batch_size=eval_batch_size, seq_len=seq_len,
+      train_fraction=train_fraction, seed=seed, process_index=process_index,
+      process_count=process_count)
+
+
+def windowed_data(name: str, splits: dict[str, np.ndarray], vocab_size: int,
+                  *, batch_size: int, eval_batch_size: int, seq_len: int,
+                  train_fraction: float, seed: int, process_index: int,
+                  process_count: int) -> base.Data:
+  """Token streams as windows of ``seq_len + 1`` ids: train and eval streams.
+
+  Training visits the non-overlapping windows of the (``train_fraction``-
+  cut) train ids in a new order every epoch, shifted by a random offset in
+  ``[0, seq_len)`` per epoch; both depend only on ``(seed, epoch)``, so a
+  stream resumed at any step is the same stream. Eval splits are read as
+  consecutive windows.
+
+  Args:
+    name: the dataset's name.
+    splits: 'train' and each eval split -> its ids (1-d; may be memory maps).
+    vocab_size: the vocabulary's size (``info.num_classes``).
+    batch_size: global train batch size (sequences).
+    eval_batch_size: global eval batch size (sequences).
+    seq_len: ids per sequence.
+    train_fraction: train on the first `train_fraction` of the train ids.
+    seed: data seed.
+    process_index: this process's index.
+    process_count: number of processes.
+
+  Returns:
+    The `Data`: batches of 'inputs' and 'targets' (int32, ``[b, seq_len]``).
+  """
   if seq_len < 1:
     raise ValueError(f'seq_len must be >= 1, got {seq_len}')
-  corpus = load(data_dir)
-  train = corpus.split('train')
+  train = splits['train']
   train = train[:max(1, int(len(train) * train_fraction))]
   # Any offset in [0, seq_len) leaves room for this many windows.
   num_train = (len(train) - seq_len) // seq_len
   if num_train < 1:
-    raise ValueError(f'train text of {len(train)} characters is too short '
+    raise ValueError(f'train text of {len(train)} tokens is too short '
                      f'for seq_len {seq_len}; raise train_fraction')
-  evals = {s: corpus.split(s) for s in base.SPECS['shakespeare'].eval_splits}
+  evals = {s: ids for s, ids in splits.items() if s != 'train'}
 
   def train_batch(epoch: int, idx: np.ndarray) -> base.Batch:
     offset = np.random.default_rng([seed, epoch, 1]).integers(seq_len)
@@ -157,7 +193,7 @@ def get_data(*, batch_size: int, eval_batch_size: int, seq_len: int,
         process_count=process_count)
 
   info = base.DatasetInfo(
-      name='shakespeare', kind='text', input_shape=(seq_len,),
-      num_classes=len(corpus.vocab.chars), num_train=num_train,
+      name=name, kind='text', input_shape=(seq_len,),
+      num_classes=vocab_size, num_train=num_train,
       num_eval={s: (len(v) - 1) // seq_len for s, v in evals.items()})
   return base.Data(info, train_batches, eval_batches)
