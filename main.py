@@ -22,10 +22,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from rigl_jax.experiment import cli
-from rigl_jax.experiment import preemption
-from rigl_jax.experiment import train
-from rigl_jax.experiment import ticket_search
+from rigl_jax.experiment import console
+console.import_tensorflow_quietly()  # clu and tfds load it
+from rigl_jax.experiment import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rigl_jax.experiment import preemption  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rigl_jax.experiment import ticket_search  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
@@ -40,6 +42,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  console.quiet_libraries()  # unless --verbosity asks for them
   multihost = FLAGS.multihost
   if multihost is None:
     multihost = bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
@@ -64,8 +67,10 @@ def main(argv):
   except preemption.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr)
     sys.exit(143)
-  metric = ('test_bits_per_char' if 'test_bits_per_char' in results
-            else 'test_accuracy')
+  for line in console.summary_lines(results, FLAGS.workdir):
+    console.say(line)
+  metric = next(k for k in ('test_bits_per_char', 'test_perplexity',
+                            'test_accuracy') if k in results)
   print(f"{metric}={results[metric]:.4f} "
         f"global_sparsity={results['global_sparsity']:.4f} "
         f"steps={results['steps']} wall_time_s={results['wall_time_s']:.1f}")

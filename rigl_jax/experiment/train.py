@@ -16,7 +16,6 @@ import os
 import time
 from typing import Any, Callable, Optional
 
-from absl import logging
 from clu import periodic_actions
 import flax.linen as nn
 import jax
@@ -29,6 +28,7 @@ import rigl_jax
 from rigl_jax import cpu_allocator
 from rigl_jax.experiment import builders
 from rigl_jax.experiment import checkpoints as checkpoints_lib
+from rigl_jax.experiment import console
 from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import preemption
 from rigl_jax.experiment import results as results_lib
@@ -314,7 +314,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       ckpt_dir, config.to_dict(), keep=config.get('keep_checkpoints', 2))
   state, start_step = ckpts.restore(state)
   if start_step:
-    logging.info('Resumed from step %d.', start_step)
+    console.say('resumed from the checkpoint of step %d in %s', start_step,
+                ckpt_dir)
   is_main = jax.process_index() == 0
   writer = writers.create_writer(workdir, start_step, config.to_dict(),
                                  is_main)
@@ -333,6 +334,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_every = config.eval_every_steps or total_steps
   ckpt_every = config.checkpoint_every_steps or total_steps
 
+  progress = console.Progress(total_steps, log_every)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=total_steps, every_steps=log_every, every_secs=None)
   hooks = [report_progress]
@@ -374,12 +376,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         summary['steps_per_sec'] = (step - start_step) / max(
             time.time() - t_loop, 1e-9)
         writer.write_scalars(step, summary)
+        progress.update(step, summary['steps_per_sec'], summary)
         pending = []
       if step % eval_every == 0 or step == total_steps:
         with report_progress.timed('eval', wait_jax_async_dispatch=False):
           res = evaluate(eval_step, state, data, eval_split, info.kind,
                          batch_sharding)
         writer.write_scalars(step, {f'eval_{k}': v for k, v in res.items()})
+        console.say(console.metrics_line(f'eval ({eval_split}) at step {step}',
+                                         res))
         final = res if step == total_steps else None
       if save:
         _check_finite(unchecked, ckpt_dir, last_saved)
@@ -389,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           preemption.fault_point('during_save', step)
           ckpts.wait()
         last_saved = step
+        if step != total_steps:  # the final summary names the last one
+          console.say('checkpoint saved at step %d', step)
         preemption.fault_point('after_save', step)
         if stop:
           writer.flush()

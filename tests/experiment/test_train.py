@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -155,6 +156,25 @@ def _main(tmp_path, *overrides, workdir=None):
          *overrides]
   return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                         timeout=300)
+
+
+def test_default_run_prints_a_short_console_without_library_chatter(
+    tmp_path):
+  proc = _main(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = (proc.stdout + proc.stderr).splitlines()
+  # Old code: 70+ lines of orbax, TensorFlow, clu and jax INFO logs.
+  assert len(lines) < 40, lines
+  chatter = [l for l in lines if re.match(r'[IW]\d{4} ', l) or any(
+      w in l for w in ('orbax', 'oneDNN', 'absl::InitializeLog',
+                       'logging_writer', 'checkpoint_manager'))]
+  assert not chatter, chatter
+  err = proc.stderr
+  assert re.search(r'^step 2/2 100% \| [\d.]+ steps/s', err, re.M), err
+  assert 'eval (test) at step 2: loss' in err
+  assert f'tensorboard --logdir {tmp_path / "wd"}' in err
+  assert re.match(r'test_accuracy=[\d.]+ global_sparsity=0.9000 steps=2 ',
+                  proc.stdout)
 
 
 # A bad choice and a bad range by default (each is a `main.py` subprocess);

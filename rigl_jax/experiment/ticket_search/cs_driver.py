@@ -17,6 +17,7 @@ import optax
 
 import rigl_jax
 from rigl_jax.experiment import builders
+from rigl_jax.experiment import console
 from rigl_jax.experiment import optimizers
 from rigl_jax.experiment import preemption
 from rigl_jax.experiment import train
@@ -176,7 +177,7 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     first, cur = 0, None
     if resumed is not None:
       results, first = resumed.results, resumed.phase
-      logging.info('cs: resuming at phase %d, step %d', resumed.phase,
+      console.say('cs: resuming at phase %d, step %d', resumed.phase,
                    resumed.step)
     elapsed = results.get('wall_time_s', 0.0)
     ticket_step = None  # built with the first logits (which leaves are sparse)
@@ -280,8 +281,8 @@ def _search_round(setup, progress, phase, state, saved, search_step, beta_at,
          'search_test_accuracy': soft['accuracy'],
          'hard_mask_test_accuracy': hard['accuracy']}
   results['curve'].append(row)
-  logging.info('cs lambda %g round %d: sparsity %.4f, search accuracy '
-               '%.4f, hard-mask accuracy %.4f', lam, r, row['sparsity'],
+  console.say('cs lambda %g round %d: sparsity %.4f, search accuracy '
+              '%.4f, hard-mask accuracy %.4f', lam, r, row['sparsity'],
                row['search_test_accuracy'], row['hard_mask_test_accuracy'])
   return state, saved
 
@@ -302,6 +303,6 @@ def _retrain_ticket(setup, progress, phase, final, saved, ticket, lam,
   results['tickets'].append(row)
   results.update(test_accuracy=row['test_accuracy'],
                  global_sparsity=row['sparsity'])
-  logging.info('cs lambda %g ticket: sparsity %.4f, test accuracy %.4f',
-               lam, row['sparsity'], row['test_accuracy'])
+  console.say('cs lambda %g ticket: sparsity %.4f, test accuracy %.4f',
+              lam, row['sparsity'], row['test_accuracy'])
   return ticket

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 
 import rigl_jax
 from rigl_jax.experiment import builders
+from rigl_jax.experiment import console
 from rigl_jax.experiment import preemption
 from rigl_jax.experiment.ticket_search import common
 from rigl_jax.experiment.ticket_search import progress as progress_lib
@@ -84,8 +84,8 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
         line = resumed.trees['line']
       if resumed.step == total:  # that phase is done
         first, cur = first + 1, None
-      logging.info('imp: resuming at phase %d, step %d', resumed.phase,
-                   resumed.step)
+      console.say('imp: resuming at phase %d, step %d', resumed.phase,
+                  resumed.step)
     elapsed = results.get('wall_time_s', 0.0)
 
     for phase in range(first, len(phases)):
@@ -120,8 +120,8 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
       else:
         results['controls'][name].append(row)
       results['wall_time_s'] = elapsed + time.time() - t_start
-      logging.info('%s: sparsity %.4f, test accuracy %.4f', tag,
-                   row['sparsity'], row['test_accuracy'])
+      console.say('%s: sparsity %.4f, test accuracy %.4f', tag,
+                  row['sparsity'], row['test_accuracy'])
       common.write(workdir, results)
       progress.save(phase, total, {'train': cur, 'line': line,
                                    'saved': saved}, results)
