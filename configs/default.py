@@ -74,6 +74,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.granet_initial_sparsity = 0.0
   config.sparsity.granet_prune_rate = 0.5
   config.sparsity.granet_prune_fraction = 0.5
+  # Top-KAST: the backward set's sparsity (None: twice the forward
+  # density) and the exploration penalty's scale.
+  config.sparsity.topkast_backward_sparsity = (
+      ml_collections.config_dict.placeholder(float))
+  config.sparsity.topkast_penalty = 1e-4
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'

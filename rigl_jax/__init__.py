@@ -37,17 +37,19 @@ from rigl_jax.transform import SparseTransformation
 from rigl_jax.transform import sparsify
 from rigl_jax.transform import srigl
 from rigl_jax.transform import static
+from rigl_jax.transform import topkast
+from rigl_jax.transform import DenseWeights
 
 __version__ = '0.1.0'
 
 __all__ = (
-    'CONFIG_FIELDS', 'DISTRIBUTIONS', 'METHODS', 'MaskSchedule', 'Method',
+    'CONFIG_FIELDS', 'DISTRIBUTIONS', 'DenseWeights', 'METHODS', 'MaskSchedule', 'Method',
     'SparseState', 'SparseTransformation', 'apply_masks', 'config_fields',
     'default_is_sparse', 'dense', 'drop_fraction', 'from_config', 'get_masks',
     'get_sparse_state', 'granet', 'init_key', 'mask_sparsity',
     'masked_init', 'methods',
     'path_str', 'pruning', 'pruning_sparsity', 'register_method', 'rigl',
     'set', 'set_', 'snfs', 'sparsify', 'sparsity_distribution', 'srigl',
-    'static',
+    'static', 'topkast',
     'top_k_mask', 'top_k_masks',
 )

@@ -78,6 +78,18 @@ class SparseState(NamedTuple):
   key: jax.Array
 
 
+class DenseWeights(NamedTuple):
+  """``SparseState.aux`` of a method that keeps dense weights (Top-KAST).
+
+  Attributes:
+    weights: the dense weights θ of the sparse leaves (None elsewhere); the
+      parameters the model sees are θ on the forward sets (the masks).
+    backward: the backward sets, a bool array per sparse leaf.
+  """
+  weights: Any
+  backward: Any
+
+
 class SparseTransformation(optax.GradientTransformationExtraArgs):
   """What `sparsify` returns: an optax transformation (``init``, ``update``)
   that also carries its ``method`` (a `rigl_jax.methods.Method`) and its
@@ -445,8 +457,25 @@ def sparsify(inner: optax.GradientTransformation,
           "(path regexes such as 'kernel'), or use method='dense'.")
     return flat, treedef, leaves
 
-  def initial_masks(leaves: list[_Leaf], key: jax.Array) -> list[jax.Array]:
+  def backward_sparsity(lf: _Leaf) -> float:
+    return m.backward_sparsity_of(lf.sparsity, float(sparsity))
+
+  def top_sets(theta_views: list[jax.Array], leaves: list[_Leaf],
+               backward: bool) -> list[jax.Array]:
+    """Each layer's top weights by magnitude: the forward sets (its
+    sparsity) or the backward sets (Top-KAST)."""
+    targets = [jnp.float32(backward_sparsity(lf) if backward else
+                           lf.sparsity) for lf in leaves]
+    return mask_update_lib.prune_layers(
+        [jnp.abs(v) for v in theta_views],
+        [jnp.ones(v.shape, jnp.bool_) for v in theta_views], targets, struct)
+
+  def initial_masks(leaves: list[_Leaf], key: jax.Array,
+                    flat: list[tuple[str, Any]]) -> list[jax.Array]:
     """Initial masks of the sparse leaves (layer views)."""
+    if m.keeps_dense_weights:  # the top of the initial weights
+      return top_sets([layers_lib.to_layers(flat[lf.index][1], lf.axis)
+                       for lf in leaves], leaves, backward=False)
     if m.starts_dense:
       return [jnp.ones((len(lf.ids),) + lf.layer_shape, jnp.bool_)
               for lf in leaves]
@@ -482,18 +511,107 @@ def sparsify(inner: optax.GradientTransformation,
       for lf in leaves:
         mask_leaves[lf.index] = checked[lf.index][1]
     else:
-      for lf, mk in zip(leaves, initial_masks(leaves, key)):
+      for lf, mk in zip(leaves, initial_masks(leaves, key, flat)):
         mask_leaves[lf.index] = layers_lib.from_layers(mk, lf.axis)
     masks = jax.tree.unflatten(treedef, mask_leaves)
     masked = masks_lib.apply_masks(params, masks)
+    if m.keeps_dense_weights:
+      # The dense weights and the backward sets; the optimizer's state
+      # follows the dense weights.
+      aux = dense_aux(params, flat, treedef, leaves)
+      inner_state = inner.init(params)
+    else:
+      aux, inner_state = m.init_aux(params, masks), inner.init(masked)
     return SparseState(
         step=jnp.zeros([], jnp.int32),
         masks=masks,
-        inner_state=inner.init(masked),
-        aux=m.init_aux(params, masks),
+        inner_state=inner_state,
+        aux=aux,
         drop_fraction=jnp.zeros([], jnp.float32),
         mask_churn=jnp.zeros([], jnp.float32),
         key=key)
+
+  def dense_aux(params, flat, treedef, leaves) -> DenseWeights:
+    dense: list[Any] = [None] * len(flat)
+    backward: list[Any] = [None] * len(flat)
+    views = [layers_lib.to_layers(flat[lf.index][1], lf.axis)
+             for lf in leaves]
+    for lf, b in zip(leaves, top_sets(views, leaves, backward=True)):
+      dense[lf.index] = flat[lf.index][1]
+      backward[lf.index] = layers_lib.from_layers(b, lf.axis)
+    del params
+    return DenseWeights(jax.tree.unflatten(treedef, dense),
+                        jax.tree.unflatten(treedef, backward))
+
+  def dense_weights_update(state, params, flat, p_def, leaves, mask_list,
+                           m_def, grad_list, g_def, mask_update,
+                           extra_args):
+    """One step of a method that keeps dense weights (Top-KAST): the
+    gradient (plus the exploration penalty) updates the dense weights on
+    the backward sets; the sets follow their magnitudes on the schedule;
+    the parameters are the dense weights on the forward sets."""
+    theta = paths_lib.flatten(state.aux.weights)[0]
+    backward = paths_lib.flatten(state.aux.backward)[0]
+    sparse_at = {lf.index: lf for lf in leaves}
+    grads_in, inner_params = [], []
+    for i, (g, (_, th), (_, b)) in enumerate(zip(grad_list, theta,
+                                                 backward)):
+      if i not in sparse_at or g is None:
+        grads_in.append(g)
+        inner_params.append(flat[i][1])
+        continue
+      density = 1.0 - sparse_at[i].sparsity
+      g = g + m.penalty_gradient(th, mask_list[i], b, density).astype(g.dtype)
+      grads_in.append(jnp.where(b, g, jnp.zeros_like(g)))
+      inner_params.append(th)
+    new_updates, new_inner = inner.update(
+        jax.tree.unflatten(g_def, grads_in), state.inner_state,
+        jax.tree.unflatten(p_def, inner_params), **extra_args)
+    u_list = [u for _, u in paths_lib.flatten(new_updates)[0]]
+    new_theta = list(inner_params)
+    for i, lf in sparse_at.items():
+      b = backward[i][1]
+      new_theta[i] = inner_params[i] + jnp.where(
+          b, u_list[i], jnp.zeros_like(u_list[i])).astype(inner_params[i].dtype)
+    due = (jnp.asarray(bool(mask_update)) if mask_update is not None else
+           schedule.is_update_step(state.step))
+    views = [layers_lib.to_layers(new_theta[lf.index], lf.axis)
+             for lf in leaves]
+    old_f = [layers_lib.to_layers(mask_list[lf.index], lf.axis)
+             for lf in leaves]
+    old_b = [layers_lib.to_layers(backward[lf.index][1], lf.axis)
+             for lf in leaves]
+
+    def recompute(v):
+      return (top_sets(v, leaves, backward=False),
+              top_sets(v, leaves, backward=True))
+
+    def keep(_):
+      return old_f, old_b
+
+    if mask_update is False:
+      new_f, new_b = old_f, old_b
+    else:
+      new_f, new_b = jax.lax.cond(_any_member(due), recompute, keep, views)
+      new_f = [jnp.where(due, n, o) for n, o in zip(new_f, old_f)]
+      new_b = [jnp.where(due, n, o) for n, o in zip(new_b, old_b)]
+    masks_out, back_out = list(mask_list), [x for _, x in backward]
+    out = list(u_list)
+    for lf, f, b in zip(leaves, new_f, new_b):
+      i = lf.index
+      masks_out[i] = layers_lib.from_layers(f, lf.axis)
+      back_out[i] = layers_lib.from_layers(b, lf.axis)
+      alpha = jnp.where(masks_out[i], new_theta[i],
+                        jnp.zeros_like(new_theta[i]))
+      out[i] = alpha - flat[i][1]
+    churn = mask_update_lib.churn(old_f, new_f)
+    aux = DenseWeights(jax.tree.unflatten(p_def, new_theta),
+                       jax.tree.unflatten(p_def, back_out))
+    return jax.tree.unflatten(g_def, out), SparseState(
+        step=optax.safe_increment(state.step),
+        masks=jax.tree.unflatten(m_def, masks_out), inner_state=new_inner,
+        aux=aux, drop_fraction=state.drop_fraction,
+        mask_churn=jnp.where(due, churn, state.mask_churn), key=state.key)
 
   jitted_init = _one_time_program(init_arrays)
   # For `masked_init`: the masked params from the same program (one compile
@@ -576,6 +694,10 @@ def sparsify(inner: optax.GradientTransformation,
             f'initialised with a mask of shape '
             f'{None if mk is None else tuple(np.shape(mk))}')
     param_list = [x for _, x in flat]
+    if m.keeps_dense_weights:
+      return dense_weights_update(state, params, flat, p_def, leaves,
+                                  mask_list, m_def, grad_list, g_def,
+                                  mask_update, extra_args)
 
     aux = m.update_aux(state.aux, updates, state.masks)
     active = [g if mk is None or g is None else
@@ -686,6 +808,7 @@ rigl = _method_constructor('rigl')
 pruning = _method_constructor('pruning')
 srigl = _method_constructor('srigl')
 granet = _method_constructor('granet')
+topkast = _method_constructor('topkast')
 
 # sparsify's own keyword fields (init_masks is not a config field).
 # `sparsify`'s own fields, from its signature (what `from_config` reads).

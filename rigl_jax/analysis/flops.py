@@ -196,7 +196,8 @@ def training_flops(method: Union[str, methods_lib.Method],
                    update_freq: int = 100, begin_step: int = 0,
                    end_step: Optional[int] = None,
                    pruning_initial_sparsity: float = 0.0,
-                   padding: str = 'same') -> float:
+                   padding: str = 'same',
+                   global_sparsity: Optional[float] = None) -> float:
   """Training FLOPs per example summed over ``total_steps`` steps.
 
   Args:
@@ -211,6 +212,8 @@ def training_flops(method: Union[str, methods_lib.Method],
     end_step: last mask update / end of pruning (default ``total_steps``).
     pruning_initial_sparsity: ``s_i`` of the pruning schedule.
     padding: see `inference_flops`.
+    global_sparsity: the run's sparsity (Top-KAST's backward sets scale
+      from it when its ``backward_sparsity`` is set).
 
   Returns:
     Sum over steps of each step's FLOPs for one example.
@@ -225,6 +228,16 @@ def training_flops(method: Union[str, methods_lib.Method],
     return 3 * f_s * total_steps
   if cost == 'dense_gradient':
     return (2 * f_s + f_d) * total_steps
+  if cost == 'topkast':  # forward, input gradient on A; weight gradient on B
+    m = methods_lib.get_method(method)
+    if global_sparsity is None and m.backward_sparsity is not None:
+      raise ValueError('Top-KAST with a backward_sparsity needs the run\'s '
+                       'global_sparsity to size its backward sets')
+    g = 0.0 if global_sparsity is None else global_sparsity
+    f_b = inference_flops(
+        ops, {p: m.backward_sparsity_of(s, g) for p, s in sparsities.items()},
+        padding)
+    return (2 * f_s + f_b) * total_steps
   if cost == 'dense_gradient_on_update':
     updating = max(0, min(end_step, total_steps) - begin_step)
     per_update_window = (3 * f_s * update_freq + 2 * f_s + f_d) / (

@@ -245,7 +245,7 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
         end_step=None if cost == 'dense_gradient_on_update' else end,
         pruning_initial_sparsity=float(
             sp_cfg.get('pruning_initial_sparsity', 0.0)),
-        padding=padding) / dense_1x
+        padding=padding, global_sparsity=float(sp_cfg.sparsity)) / dense_1x
   return {'model': config.model.name, 'dataset': config.data.name,
           'sparsity': float(sp_cfg.sparsity),
           'distribution': sp_cfg.get('distribution', 'erk'),

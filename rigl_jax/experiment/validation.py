@@ -49,13 +49,15 @@ def integer(lo: int = 0, none_ok: bool = False) -> Check:
 
 
 def number(lo: float, hi: float, lo_open: bool = False,
-           hi_open: bool = False) -> Check:
+           hi_open: bool = False, none_ok: bool = False) -> Check:
   def check(v):
+    if v is None and none_ok:
+      return None
     if _is_num(v) and (v > lo if lo_open else v >= lo) and (
         v < hi if hi_open else v <= hi):
       return None
     return (f'a number in {"(" if lo_open else "["}{lo}, {hi}'
-            f'{")" if hi_open else "]"}')
+            f'{")" if hi_open else "]"}' + (' or None' if none_ok else ''))
   return check
 
 
@@ -198,6 +200,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'granet_initial_sparsity': number(0, 1, hi_open=True),
         'granet_prune_rate': number(0, 1),
         'granet_prune_fraction': number(0, 1, lo_open=True),
+        'topkast_backward_sparsity': number(0, 1, hi_open=True,
+                                            none_ok=True),
+        'topkast_penalty': number(0, float('inf')),
         'structure': parsed_by(
             structure.parse, "'unstructured' or 'N:M' with 0 < N < M (e.g. "
             "'2:4')"),

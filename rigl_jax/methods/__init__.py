@@ -35,6 +35,7 @@ from rigl_jax.methods.snfs import snfs
 from rigl_jax.methods.snip import snip
 from rigl_jax.methods.srigl import srigl_method
 from rigl_jax.methods.static import static
+from rigl_jax.methods.topkast import topkast_method
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
 
@@ -106,7 +107,8 @@ def get_method(method: Union[str, Method], **kwargs: Any) -> Method:
 for _name, _factory in (('dense', dense), ('static', static),
                         ('set', set_method), ('snfs', snfs), ('rigl', rigl),
                         ('pruning', pruning), ('snip', snip),
-                        ('srigl', srigl_method), ('granet', granet_method)):
+                        ('srigl', srigl_method), ('granet', granet_method),
+                        ('topkast', topkast_method)):
   register(_name, _factory)
 
 # The built-in names (the registry may grow).

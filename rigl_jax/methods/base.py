@@ -141,7 +141,7 @@ class MaskContext(NamedTuple):
 # How a method's training step is counted in FLOPs (see `Method`).
 TRAINING_COSTS = ('dense', 'sparse', 'dense_gradient',
                   'dense_gradient_on_update', 'pruning_schedule',
-                  'pruning_schedule_dense_gradient_on_update')
+                  'pruning_schedule_dense_gradient_on_update', 'topkast')
 
 
 class Method:
@@ -170,7 +170,12 @@ class Method:
       (a dense gradient on mask-update steps only, RigL) or
       ``'pruning_schedule'`` (3 f(s_t) along the pruning schedule) or
       ``'pruning_schedule_dense_gradient_on_update'`` (that, plus a dense
-      weight gradient on every mask-update step: GraNet).
+      weight gradient on every mask-update step: GraNet) or ``'topkast'``
+      (2 f_A + f_B: forward and input gradients at the forward density,
+      the weight gradient at the backward set's).
+    keeps_dense_weights: the method keeps dense weights θ of its own (in
+      ``aux``) and shows the model θ masked (Top-KAST); the transform then
+      updates θ and derives the parameters from it.
   """
   name: str = 'method'
   sparse: bool = True
@@ -182,6 +187,7 @@ class Method:
   training_cost: str = 'sparse'
   grow_init: str = 'zeros'
   acc_scale: float = 0.0
+  keeps_dense_weights: bool = False
   # A global sparsity for the random initial masks other than the final one
   # (GraNet's sparse start), drawn with the run's distribution; None: the
   # final one.
