@@ -53,15 +53,15 @@ from rigl_jax.analysis import model_flops  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHOD_ORDER = ('dense', 'small_dense', 'pruning', 'granet', 'rigl', 'srigl',
-                'snfs', 'set', 'static', 'imp', 'cs')
+                'topkast', 'snfs', 'set', 'static', 'imp', 'cs')
 LABELS = {'dense': 'Dense', 'small_dense': 'Small-dense', 'static': 'Static',
           'set': 'SET', 'snfs': 'SNFS', 'rigl': 'RigL', 'pruning': 'Pruning',
-          'srigl': 'SRigL', 'granet': 'GraNet',
+          'srigl': 'SRigL', 'granet': 'GraNet', 'topkast': 'Top-KAST',
           'imp': 'IMP (ticket)', 'cs': 'CS (ticket)'}
 COLORS = {'dense': 'black', 'small_dense': 'tab:gray', 'static': 'tab:blue',
           'set': 'tab:orange', 'snfs': 'tab:purple', 'rigl': 'tab:red',
           'pruning': 'tab:green', 'imp': 'tab:brown', 'cs': 'tab:olive',
-          'srigl': 'tab:pink', 'granet': 'tab:cyan'}
+          'srigl': 'tab:pink', 'granet': 'tab:cyan', 'topkast': 'gold'}
 DIST_LABELS = {'uniform': 'Uniform', 'erk': 'ERK', '-': '-'}
 # Per metric: the factor it is printed and plotted with, and its title.
 SCALE = {'test_accuracy': 100.0, 'test_bits_per_char': 1.0}

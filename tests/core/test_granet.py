@@ -77,7 +77,7 @@ def test_granet_bad_arguments():
       rigl_jax.granet(optax.sgd(0.1), sparsity=0.9, end_step=10, **kw)
 
 
-@pytest.mark.parametrize('method', ['srigl', 'granet'])
+@pytest.mark.parametrize('method', ['srigl', 'granet', 'topkast'])
 def test_in_a_train_state_with_a_chain(method):
   """As an outside user: `TrainState.apply_gradients` with `sparsify`
   wrapping a chain (clipping, Adam)."""
