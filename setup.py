@@ -7,7 +7,7 @@ EXPERIMENTS = [
     'flax>=0.10', 'ml_collections>=0.1.1', 'clu>=0.0.12', 'tensorboard>=2.16',
     'orbax-checkpoint>=0.6', 'absl-py>=2.0', 'tensorflow-cpu>=2.16',
     'tensorflow-datasets>=4.9', 'matplotlib>=3.7', 'pandas>=2.0',
-    'tabulate>=0.9', 'sentencepiece>=0.2',
+    'tabulate>=0.9', 'sentencepiece>=0.2', 'numba>=0.59',
 ]
 TEST = ['pytest>=8', 'pytest-xdist>=3', 'hypothesis>=6.100']
 

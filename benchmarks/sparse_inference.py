@@ -16,15 +16,20 @@ machine only ever slow a block down), and prints as a Markdown table. With
 every CPU sparse kernel considered (scipy, `jax.experimental.sparse` BCOO and
 BCSR) against the dense product.
 
+With ``--masks static,srigl`` the MLPs are also timed with SRigL's
+constant fan-in masks, exported ``condensed`` (`rigl_jax.deploy.condensed`)
+and, for comparison, as CSR.
+
 Usage:
   python benchmarks/sparse_inference.py [--models mlp4096,char_lstm,default]
       [--sparsities 0.8,0.9,0.95,0.98] [--batch 256] [--seq_len 32]
-      [--bcsr_min_columns 32] [--kernels]
+      [--bcsr_min_columns 32] [--masks static,srigl] [--kernels]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
@@ -83,16 +88,27 @@ def _inputs(kind: str, batch: int, seq_len: int, num_classes: int,
   return np.where(x < 0.5, 0.0, x).astype(np.float32)
 
 
-def _masked(params: Any, sparsity: float, kind: str) -> tuple[Any, Any]:
-  tx = rigl_jax.static(optax.identity(), sparsity=sparsity,
-                       distribution='erk',
-                       is_sparse=['kernel$'] if kind == 'text' else None)
+def _masked(params: Any, sparsity: float, kind: str,
+            method: str = 'static') -> tuple[Any, Any]:
+  """Params masked as a run of ``method`` ends (static: random ERK masks;
+  srigl: constant fan-in ERK masks)."""
+  tx = rigl_jax.sparsify(optax.identity(), method, sparsity=sparsity,
+                         distribution='erk', end_step=1,
+                         is_sparse=['kernel$'] if kind == 'text' else None)
   params, state = rigl_jax.masked_init(tx, params)
   return jax.device_get(params), rigl_jax.get_masks(state)
 
 
+# (masks, export's condensed flag, label): unstructured masks as CSR; SRigL's
+# constant fan-in masks condensed, and the same masks as CSR.
+VARIANTS = {'static': [('static', True, 'unstructured, CSR')],
+            'srigl': [('srigl', True, 'SRigL, condensed'),
+                      ('srigl', False, 'SRigL, CSR')]}
+
+
 def bench_model(key: str, sparsities: list[float], batch: int, seq_len: int,
-                bcsr_min_columns: int | None, workdir: str
+                bcsr_min_columns: int | None, workdir: str,
+                masks_kinds: tuple[str, ...] = ('static',)
                 ) -> list[dict[str, Any]]:
   """Times the dense model and its sparse export at each sparsity."""
   name, kwargs, num_classes, kind, _ = MODELS[key]
@@ -107,10 +123,13 @@ def bench_model(key: str, sparsities: list[float], batch: int, seq_len: int,
   dense_b = _time(lambda: apply(params, xb), blocks=3)
   n_dense = sum(int(np.size(p)) for p in jax.tree.leaves(params))
   rows = []
-  for sparsity in sparsities:
-    masked, masks = _masked(params, sparsity, kind)
-    path = os.path.join(workdir, f'{key}_{sparsity}.npz')
-    summary = export.export(path, masked, masks=masks)
+  variants = [v for m in masks_kinds for v in VARIANTS[m]
+              if not (m == 'srigl' and kind == 'text')]
+  for sparsity, (method, condensed, label) in itertools.product(
+      sparsities, variants):
+    masked, masks = _masked(params, sparsity, kind, method)
+    path = os.path.join(workdir, f'{key}_{sparsity}_{label[:5]}.npz')
+    summary = export.export(path, masked, masks=masks, condensed=condensed)
     sparse = sparse_inference.load(path, name=name,
                                    bcsr_min_columns=bcsr_min_columns)
     error = float(np.max(np.abs(sparse(xb[:8]) - np.asarray(
@@ -119,13 +138,14 @@ def bench_model(key: str, sparsities: list[float], batch: int, seq_len: int,
     sparse_b = _time(lambda: sparse(xb), blocks=3)
     nnz = sum(int(np.count_nonzero(p)) for p in jax.tree.leaves(masked))
     rows.append({
-        'model': key, 'sparsity': sparsity, 'params': n_dense, 'nnz': nnz,
+        'model': key, 'sparsity': sparsity, 'masks': label,
+        'params': n_dense, 'nnz': nnz,
         'dense_bytes': summary.dense_bytes, 'file_bytes': summary.file_bytes,
         'dense_1': dense_1, 'sparse_1': sparse_1,
         'dense_b': batch * per_example / dense_b,
         'sparse_b': batch * per_example / sparse_b, 'error': error,
     })
-    print(f'  {key} s={sparsity}: batch 1 {dense_1 * 1e3:.3f} -> '
+    print(f'  {key} s={sparsity} {label}: batch 1 {dense_1 * 1e3:.3f} -> '
           f'{sparse_1 * 1e3:.3f} ms, batch {batch} {dense_b * 1e3:.1f} -> '
           f'{sparse_b * 1e3:.1f} ms, max |diff| {error:.1e}', flush=True)
   return rows
@@ -134,15 +154,15 @@ def bench_model(key: str, sparsities: list[float], batch: int, seq_len: int,
 def markdown(rows: list[dict[str, Any]], batch: int, seq_len: int) -> str:
   """The results as a Markdown table."""
   lines = [
-      f'| model | sparsity | nonzeros | file: dense / export | batch 1 '
-      f'latency: dense | sparse | speed-up | batch {batch} throughput: dense '
-      f'| sparse | speed-up |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      f'| model | sparsity | masks, encoding | nonzeros | file: dense / '
+      f'export | batch 1 latency: dense | sparse | speed-up | batch {batch} '
+      f'throughput: dense | sparse | speed-up |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
   for r in rows:
     unit = 'tok/s' if r['model'] == 'char_lstm' else '/s'
     lines.append(
-        f"| {MODELS[r['model']][4]} | {r['sparsity']:.0%} | "
+        f"| {MODELS[r['model']][4]} | {r['sparsity']:.0%} | {r['masks']} | "
         f"{r['nnz'] / 1e6:.2f}M / {r['params'] / 1e6:.2f}M | "
         f"{r['dense_bytes'] / 2**20:.1f} / {r['file_bytes'] / 2**20:.2f} MiB"
         f" | {r['dense_1'] * 1e3:.3f} ms | {r['sparse_1'] * 1e3:.3f} ms | "
@@ -195,9 +215,16 @@ def main() -> None:
                       default=sparse_inference.DEFAULT_BCSR_MIN_COLUMNS,
                       help='columns from which sparse layers use BCSR '
                       '(0: scipy only)')
+  parser.add_argument('--masks', default='static',
+                      help='static (unstructured ERK masks, CSR) and/or '
+                      'srigl (constant fan-in masks, condensed and CSR)')
   parser.add_argument('--kernels', action='store_true',
                       help='also compare the sparse kernels on one layer')
   args = parser.parse_args()
+  unknown = set(args.masks.split(',')) - set(VARIANTS)
+  if unknown:
+    parser.error(f'--masks: unknown {sorted(unknown)}; valid: '
+                 f'{", ".join(VARIANTS)}')
   print(f'{os.cpu_count()} CPUs, jax {jax.__version__} '
         f'({jax.devices()[0].platform}), scipy {scipy.__version__}, '
         f'load average {os.getloadavg()[0]:.1f}', flush=True)
@@ -209,7 +236,8 @@ def main() -> None:
     for key in args.models.split(','):
       rows += bench_model(key, [float(s) for s in args.sparsities.split(',')],
                           args.batch, args.seq_len,
-                          args.bcsr_min_columns or None, workdir)
+                          args.bcsr_min_columns or None, workdir,
+                          tuple(args.masks.split(',')))
   print()
   print(markdown(rows, args.batch, args.seq_len))
   print(f'\nload average at the end: {os.getloadavg()[0]:.1f}')

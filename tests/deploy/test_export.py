@@ -1,5 +1,6 @@
 """Compact export, bit-packed masks and sparse CPU inference."""
 
+import json
 import os
 
 import jax
@@ -72,12 +73,26 @@ def test_round_trip_is_exact(tmp_path):
   assert export.read(path).metadata == {'note': 'x'}
 
 
+def _constant_fan_in(rng, shape, k, ablated=()):
+  """A kernel whose units (last axis) each read ``k`` inputs, or none."""
+  rows, cols = export.matrix_shape(shape)
+  w = np.zeros((rows, cols), np.float32)
+  for j in range(cols):
+    if j not in ablated:
+      w[rng.choice(rows, k, replace=False), j] = rng.standard_normal(k)
+  return w.reshape(shape)
+
+
 @pytest.mark.parametrize('encoding', export.ENCODINGS)
 @pytest.mark.parametrize('shape', [(40, 30), (3, 3, 4, 8), (300, 7)])
 def test_every_encoding_decodes_exactly(encoding, shape):
   rng = np.random.default_rng(1)
-  leaf = _sparse_kernel(rng, shape, 0.85)
-  leaf.reshape(-1)[1] = -0.0
+  if encoding == 'condensed':  # needs a constant fan-in, ablated units too
+    leaf = _constant_fan_in(rng, shape, 5, ablated=(0, 3))
+    leaf.reshape(-1)[np.flatnonzero(leaf)[1]] = np.nan
+  else:
+    leaf = _sparse_kernel(rng, shape, 0.85)
+    leaf.reshape(-1)[1] = -0.0
   enc = export.encode_leaf(('k',), leaf, sparse=True, encoding=encoding)
   assert enc.encoding == encoding
   np.testing.assert_array_equal(_bits(enc.to_dense()), _bits(leaf))
@@ -88,6 +103,74 @@ def test_every_encoding_decodes_exactly(encoding, shape):
   row_of = np.repeat(np.arange(rows), np.diff(indptr))
   rebuilt[row_of, indices] = values
   np.testing.assert_array_equal(_bits(rebuilt), _bits(expected))
+
+
+def test_constant_fan_in_kernels_are_stored_condensed(tmp_path):
+  rng = np.random.default_rng(2)
+  kernel = _constant_fan_in(rng, (64, 48), 6, ablated=(5, 17, 47))
+  kernel[np.nonzero(kernel)[0][0], np.nonzero(kernel)[1][0]] = -0.0
+  params = {'srigl': {'kernel': kernel, 'bias': np.ones(48, np.float32)},
+            'random': {'kernel': _sparse_kernel(rng, (64, 48), 0.9)}}
+  path = str(tmp_path / 'm.npz')
+  summary = export.export(path, params)
+  encodings = {k: v.encoding for k, v in summary.leaves.items()}
+  assert encodings == {'params/srigl/kernel': 'condensed',
+                       'params/srigl/bias': 'dense',
+                       'params/random/kernel': 'bitmask'}
+  _assert_identical(export.load(path)['params'], params)
+  leaf = next(l for l in export.read(path).leaves if l.encoding == 'condensed')
+  assert leaf.arrays['values'].shape == (48, 6)
+  assert leaf.arrays['indices'].dtype == np.uint8  # 64 inputs
+  live = np.ones(48, bool)
+  live[[5, 17, 47]] = False  # ablated units (-0.0 is a stored weight)
+  np.testing.assert_array_equal(leaf.live(), live)
+  assert leaf.nnz == 45 * 6
+  np.testing.assert_array_equal(leaf.support(), export._support(kernel))
+  # Without it: the smallest other encoding, same contents.
+  plain = export.export(str(tmp_path / 'p.npz'), params, condensed=False)
+  assert plain.leaves['params/srigl/kernel'].encoding in ('csr', 'bitmask')
+  _assert_identical(export.load(str(tmp_path / 'p.npz'))['params'], params)
+  # Forcing it on a kernel without a constant fan-in is refused.
+  with pytest.raises(ValueError, match='no constant fan-in'):
+    export.encode_leaf(('random', 'kernel'), params['random']['kernel'],
+                       sparse=True, encoding='condensed')
+  # A fan-in so large that condensed is not smaller than dense: the
+  # smallest of the others.
+  full = _constant_fan_in(rng, (8, 8), 7)
+  assert export.encode_leaf(('f',), full, sparse=True).encoding == 'bitmask'
+
+
+def test_srigl_masks_export_condensed(tmp_path):
+  params = {'a': {'kernel': np.ones((100, 40), np.float32)},
+            'b': {'kernel': np.ones((40, 10), np.float32)}}
+  tx = rigl_jax.srigl(optax.identity(), sparsity=0.9, distribution='erk',
+                      end_step=100)
+  params, state = rigl_jax.masked_init(
+      tx, jax.tree.map(jnp.asarray, params))
+  summary = export.export(str(tmp_path / 'm.npz'), jax.device_get(params),
+                          masks=rigl_jax.get_masks(state))
+  assert {v.encoding for v in summary.leaves.values()} == {'condensed'}
+  _assert_identical(export.load(str(tmp_path / 'm.npz'))['params'],
+                    jax.device_get(params))
+
+
+def test_version_1_files_still_load(tmp_path):
+  params = _tricky_params()
+  path = str(tmp_path / 'v1.npz')
+  export.export(path, params, condensed=False)
+  with np.load(path) as f:  # as an export of version 1 wrote it
+    arrays = dict(f)
+  meta = json.loads(bytes(arrays['__meta__']).decode())
+  assert meta['version'] == export.VERSION == 2
+  meta['version'] = 1
+  arrays['__meta__'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  np.savez(path, **arrays)
+  _assert_identical(export.load(path)['params'], params)
+  meta['version'] = 3
+  arrays['__meta__'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  np.savez(path, **arrays)
+  with pytest.raises(ValueError, match='version 3'):
+    export.load(path)
 
 
 def test_masks_choose_the_sparse_leaves(tmp_path):
@@ -241,3 +324,33 @@ def test_cli_exports_a_finished_run(tmp_path, capsys, monkeypatch,
 
   assert cli.main(['--workdir', str(tmp_path / 'missing')]) == 2
   assert capsys.readouterr().err.startswith('error:')
+
+
+@pytest.mark.parametrize('fallback', [False, True])
+def test_condensed_inference_equals_the_dense_model(monkeypatch, fallback):
+  from rigl_jax.deploy import condensed  # pylint: disable=g-import-not-at-top
+  if fallback:  # numpy's gather instead of the numba kernels
+    monkeypatch.setattr(condensed, 'numba', None)
+  elif not condensed.compiled():
+    pytest.skip('numba is not installed')
+  rng = np.random.default_rng(3)
+  params = {
+      'dense0': {'kernel': _constant_fan_in(rng, (784, 96), 40,
+                                             ablated=(3, 50)),
+                  'bias': rng.standard_normal(96).astype(np.float32)},
+      'dense1': {'kernel': _constant_fan_in(rng, (96, 64), 9),
+                  'bias': rng.standard_normal(64).astype(np.float32)},
+      'head': {'kernel': _constant_fan_in(rng, (64, 10), 7),
+                  'bias': np.zeros(10, np.float32)},
+  }
+  model = models.get_model('mlp', num_classes=10, hidden_sizes=(96, 64))
+  sparse = sparse_inference.build('mlp', jax.tree.map(
+      lambda a: export.encode_leaf((), a, sparse=a.ndim == 2), params,
+      is_leaf=lambda a: isinstance(a, np.ndarray)))
+  layers = [l for l in sparse.layers.values() if l.sparse]
+  assert len(layers) == 3 and all(l._condensed is not None for l in layers)
+  x = rng.random((256, 28, 28, 1)).astype(np.float32)
+  expected = _apply(model, params, x)
+  for batch in (1, 3, 256):  # gathered dots, and row updates
+    np.testing.assert_allclose(sparse(x[:batch]), expected[:batch],
+                               rtol=1e-4, atol=1e-4)
