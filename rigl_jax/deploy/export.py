@@ -42,7 +42,10 @@ Example:
   >>> kernel = np.zeros((64, 32), np.float32); kernel[::7, ::5] = 1.0
   >>> params = {'dense': {'kernel': kernel, 'bias': np.ones(32, np.float32)}}
   >>> summary = export('/tmp/doctest_export.npz', params)
-  >>> summary.leaves['params/dense/kernel'].encoding
+  >>> summary.leaves['params/dense/kernel'].encoding  # 10 inputs per unit
+  'condensed'
+  >>> export('/tmp/doctest_export.npz', params, condensed=False).leaves[
+  ...     'params/dense/kernel'].encoding
   'csr'
   >>> restored = load('/tmp/doctest_export.npz')['params']
   >>> bool(np.array_equal(restored['dense']['kernel'], kernel))

@@ -33,8 +33,10 @@ RULES = {
     'rigl_jax.analysis.__main__': (set(), ('rigl_jax.analysis',)),
     # The file format: numpy (ml_dtypes for bfloat16 names).
     'rigl_jax.deploy.export': ({'numpy', 'ml_dtypes'}, ()),
+    'rigl_jax.deploy.condensed': ({'numpy', 'numba'}, ()),
     'rigl_jax.deploy.sparse_inference': (
-        {'jax', 'numpy', 'scipy'}, ('rigl_jax.deploy.export',)),
+        {'jax', 'numpy', 'scipy'}, ('rigl_jax.deploy.export',
+                                    'rigl_jax.deploy.condensed')),
     # The command line on top may use the experiment system.
     'rigl_jax.deploy.cli': (CORE | {'ml_collections'},
                             ('rigl_jax', 'rigl_jax.deploy',
