@@ -10,6 +10,7 @@ EXPERIMENTS = [
     'tabulate>=0.9', 'sentencepiece>=0.2', 'numba>=0.59',
 ]
 TEST = ['pytest>=8', 'pytest-xdist>=3', 'hypothesis>=6.100']
+DOCS = ['sphinx>=7', 'myst-parser>=3', 'furo>=2024.1']
 
 setuptools.setup(
     name='rigl_jax',
@@ -26,5 +27,6 @@ setuptools.setup(
     extras_require={
         'experiments': EXPERIMENTS,
         'test': EXPERIMENTS + TEST,
+        'docs': EXPERIMENTS + DOCS,
     },
 )

@@ -12,7 +12,10 @@ learning rate, label smoothing 0.1, weight decay 1e-4; mask updates every
 * static, SET, SNFS, RigL and gradual pruning at 80, 90, 95 and 98%
   sparsity, uniform and ERK, all layers sparse;
 * RigL and Static with 2x training length (``training_multiplier=2``), and
-  dense 2x as their reference.
+  dense 2x as their reference;
+* the methods since RigL (`SINCE_RIGL`: SRigL, GraNet, Top-KAST) at 90, 95
+  and 98% ERK with their papers' defaults (configs/default.py), next to
+  the grid's rows at the same budget.
 
 Every run uses its seed for the weights, the data order and the initial
 random masks (``sparsity.seed`` follows ``seed``). The sweep is ordered seed
@@ -42,6 +45,8 @@ SPARSITIES = (0.8, 0.9, 0.95, 0.98)
 DISTRIBUTIONS = ('uniform', 'erk')
 SPARSE_METHODS = ('static', 'set', 'snfs', 'rigl', 'pruning')
 LONG_METHODS = ('rigl', 'static')  # also trained 2x as long
+SINCE_RIGL = ('srigl', 'granet', 'topkast')
+SINCE_RIGL_SPARSITIES = (0.9, 0.95, 0.98)
 HIDDEN = (300, 100)
 INPUTS, CLASSES = 784, 10
 
@@ -106,6 +111,13 @@ def _long(seed: int, distribution: str) -> list[dict]:
       'sparsity.sparsity': list(SPARSITIES)})]
 
 
+def _since_rigl(seed: int) -> list[dict]:
+  """SRigL, GraNet and Top-KAST at 90-98% ERK, one seed."""
+  return [dict(_base(seed), **{
+      'sparsity.method': list(SINCE_RIGL),
+      'sparsity.sparsity': list(SINCE_RIGL_SPARSITIES)})]
+
+
 def get_sweep(name: str | None = None) -> list[dict]:
   """The evidence sweep (a tuple value is wrapped in a list:
   `experiments.sweep.expand` reads a bare tuple as a list of values).
@@ -114,7 +126,8 @@ def get_sweep(name: str | None = None) -> list[dict]:
     name: None: everything, in the order below; 'grid': the 1x runs of
       every seed, seed by seed (135 runs); 'long_erk' / 'long_uniform': RigL
       and Static at 2x with that distribution, and dense at 2x, every seed
-      (27 runs each, the 3 dense ones shared);
+      (27 runs each, the 3 dense ones shared); 'since_rigl': SRigL,
+      GraNet and Top-KAST at 90/95/98% ERK, seed by seed (27 runs);
       'smoke': 3 short checks (dense, RigL and SET at 90% ERK, seed 0).
   """
   if name == 'smoke':
@@ -124,6 +137,7 @@ def get_sweep(name: str | None = None) -> list[dict]:
       'grid': [r for seed in SEEDS for r in _grid(seed)],
       'long_erk': [r for seed in SEEDS for r in _long(seed, 'erk')],
       'long_uniform': [r for seed in SEEDS for r in _long(seed, 'uniform')],
+      'since_rigl': [r for seed in SEEDS for r in _since_rigl(seed)],
   }
   if name is None:
     return [r for part in parts.values() for r in part]

@@ -207,7 +207,8 @@ class EncodedLeaf:
 
   @property
   def nnz(self) -> int:
-    """Stored nonzeros (every element for a dense leaf)."""
+    """Stored values (every element for a dense leaf; for a condensed
+    leaf every mask position of its live units, zeros included)."""
     if self.encoding == 'dense':
       return self.size
     if self.encoding == 'condensed':
@@ -312,7 +313,8 @@ def _storable(a: np.ndarray) -> np.ndarray:
 
 def encode_leaf(path: tuple[str, ...], leaf: Any, sparse: bool,
                 encoding: Optional[str] = None,
-                condensed_ok: bool = True) -> EncodedLeaf:
+                condensed_ok: bool = True,
+                mask: Any = None) -> EncodedLeaf:
   """Encodes one leaf: condensed where it applies, else the smallest.
 
   Args:
@@ -323,6 +325,11 @@ def encode_leaf(path: tuple[str, ...], leaf: Any, sparse: bool,
       ``condensed`` for a constant fan-in kernel (if ``condensed_ok``),
       else the smallest in bytes.
     condensed_ok: whether the automatic choice may pick ``condensed``.
+    mask: optional bool array of the leaf's shape (its sparse-training
+      mask): ``condensed`` then stores every position of the mask, weights
+      that are exactly zero included, so a constant fan-in mask stays
+      condensed when training left some of its weights at zero (e.g.
+      inputs from an ablated unit, whose gradient is zero).
 
   Returns:
     The `EncodedLeaf`.
@@ -343,7 +350,10 @@ def encode_leaf(path: tuple[str, ...], leaf: Any, sparse: bool,
   nnz = int(values.size)
   index = _uint_for(max(cols - 1, 0))
   pointer = _uint_for(nnz)
-  fan_in = np.count_nonzero(support.reshape(rows, cols), axis=0)
+  positions = support.reshape(rows, cols)  # what condensed stores
+  if mask is not None and np.shape(mask) == shape:
+    positions = positions | np.asarray(mask, bool).reshape(rows, cols)
+  fan_in = np.count_nonzero(positions, axis=0)
   k = int(fan_in.max(initial=0))
   constant = bool(np.all((fan_in == 0) | (fan_in == k))) and k > 0
   if encoding is None and not condensed_ok:
@@ -367,7 +377,7 @@ def encode_leaf(path: tuple[str, ...], leaf: Any, sparse: bool,
           f'leaf {"/".join(path)} has no constant fan-in (its units have '
           f'{sorted(set(fan_in.tolist()))[:6]} inputs), so it cannot be '
           "stored 'condensed'")
-    return _condensed(path, a, support.reshape(rows, cols), k)
+    return _condensed(path, a, positions, k)
   if encoding == 'dense':
     return EncodedLeaf(path, shape, a.dtype, 'dense',
                        {'dense': _storable(a).reshape(-1)})
@@ -511,11 +521,14 @@ def export(path: str, params: Any, *, batch_stats: Any = None,
   if batch_stats is not None:
     collections['batch_stats'] = batch_stats
   if masks is None:
-    sparse_paths = None
+    sparse_paths, mask_of = None, {}
   else:
     flags = []
     _skeleton(_map(lambda m: m is not None, masks), (), flags)
     sparse_paths = {p for p, flag in flags if flag}
+    found_masks = []
+    _skeleton(_map(lambda m: 0 if m is None else m, masks), (), found_masks)
+    mask_of = {p: m for p, m in found_masks if p in sparse_paths}
   trees, found, collection_of = {}, [], []
   for name, tree in collections.items():
     trees[name] = _skeleton(tree, (), found)
@@ -528,8 +541,8 @@ def export(path: str, params: Any, *, batch_stats: Any = None,
       sparse = np.ndim(leaf) >= 2
     else:
       sparse = leaf_path in sparse_paths
-    leaf = encode_leaf(leaf_path, leaf, sparse,
-                       condensed_ok=condensed)
+    leaf = encode_leaf(leaf_path, leaf, sparse, condensed_ok=condensed,
+                       mask=mask_of.get(leaf_path) if sparse else None)
     for key, a in leaf.arrays.items():
       arrays[f'leaf{len(encoded)}.{key}'] = a
     entries.append({'path': list(leaf.path), 'shape': list(leaf.shape),

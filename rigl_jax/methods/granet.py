@@ -10,6 +10,7 @@ NeurIPS 2021). The rules follow the authors' code (VITA-Group/GraNet,
   core.py:256-321 samples them as Bernoulli draws, here exact counts).
 * Every ``update_freq`` steps from ``begin_step`` (core.py:335-347), after
   the optimizer step:
+
   1. Gradual pruning, global magnitude (core.py:367-413): all sparse
      weights ranked together, pruned to Zhu & Gupta's cubic
      ``s_t = s_f + (s_i - s_f)(1 - p)^3`` with ``p`` the progress through
@@ -22,6 +23,7 @@ NeurIPS 2021). The rules follow the authors' code (VITA-Group/GraNet,
      unchanged. ``r_t`` decays on a cosine from ``granet_prune_rate``
      (0.5) to 0.005 over ``[0, end_step]`` (core.py:27-36, stepped every
      iteration over the whole run).
+
   Regeneration goes on after the pruning window, at the final sparsity,
   until ``end_step``: the authors' code keeps regenerating to the end of
   training, so its configs set ``end_step`` to the whole run.

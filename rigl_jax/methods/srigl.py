@@ -17,6 +17,7 @@ fan-in every other axis (a dense kernel ``(in, out)``, a conv kernel
   ``k = B // n_out`` random inputs (RCF:136-185; rigl_utils.py:305-321).
 * Mask update (RCF:235-362), with ``f`` RigL's cosine drop fraction:
   ``n_prune = floor(f * nnz)``, ``n_keep = nnz - n_prune``.
+
   1. Ablation (RCF:364-479): a weight is salient if it is among the layer's
      ``n_keep`` largest |w| or its ``n_prune`` largest |grad| (over every
      position). A neuron with fewer salient weights than
@@ -33,6 +34,7 @@ fan-in every other axis (a dense kernel ``(in, out)``, a conv kernel
   3. Grow (RCF:534-622): every live neuron grows its largest |grad|
      positions outside what it kept until it has exactly ``k'``; ablated
      neurons have none.
+
   As in the authors' code, the optimizer step is applied first and the
   masks change on the stepped weights (their scheduler runs after
   ``optimizer.step()``, train_rigl.py:357-362; the TF RigL replaces the

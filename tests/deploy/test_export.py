@@ -134,6 +134,21 @@ def test_constant_fan_in_kernels_are_stored_condensed(tmp_path):
   with pytest.raises(ValueError, match='no constant fan-in'):
     export.encode_leaf(('random', 'kernel'), params['random']['kernel'],
                        sparse=True, encoding='condensed')
+  # Weights of the mask left at exactly zero (inputs from an ablated unit
+  # get no gradient): with the mask, still condensed, zeros stored.
+  holes = kernel.copy()
+  mask = holes != 0
+  mask[np.nonzero(kernel)[0][0], np.nonzero(kernel)[1][0]] = True  # the -0.0
+  rows_of = np.nonzero(mask[:, 0])[0][:2]
+  holes[rows_of, 0] = 0.0
+  assert export.encode_leaf(('h',), holes, sparse=True).encoding != (
+      'condensed')
+  with_mask = export.encode_leaf(('h',), holes, sparse=True, mask=mask)
+  assert with_mask.encoding == 'condensed' and with_mask.nnz == 45 * 6
+  np.testing.assert_array_equal(_bits(with_mask.to_dense()), _bits(holes))
+  summary = export.export(str(tmp_path / 'h.npz'), {'h': {'kernel': holes}},
+                          masks={'h': {'kernel': mask}})
+  assert summary.leaves['params/h/kernel'].encoding == 'condensed'
   # A fan-in so large that condensed is not smaller than dense: the
   # smallest of the others.
   full = _constant_fan_in(rng, (8, 8), 7)

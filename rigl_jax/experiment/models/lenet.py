@@ -4,8 +4,9 @@ Parameter paths: LeNet-300-100 is an `MLP` (`dense0`, `dense1`, `head`);
 LeNet-5 has `conv_init`, `conv1`, `dense0`, `head`.
 
 References:
-  LeCun et al., Gradient-based learning applied to document recognition, 1998.
-  Han et al., Learning both Weights and Connections for Efficient Neural
+  - LeCun et al., Gradient-based learning applied to document recognition,
+    1998.
+  - Han et al., Learning both Weights and Connections for Efficient Neural
     Networks, NeurIPS 2015 (the LeNet-300-100 / LeNet-5 pruning baselines).
 """
 

@@ -9,9 +9,9 @@ Parameter paths: `embed/embedding`, `lstm{i}/input/kernel`,
 `lstm{i}/recurrent/{kernel,bias}` (i from 0), `head`.
 
 References:
-  Evci et al., Rigging the Lottery: Making All Tickets Winners, ICML 2020
+  - Evci et al., Rigging the Lottery: Making All Tickets Winners, ICML 2020
     (Section 4.3: embedding 128, two LSTM layers of 512 units).
-  Hochreiter & Schmidhuber, Long Short-Term Memory, 1997.
+  - Hochreiter & Schmidhuber, Long Short-Term Memory, 1997.
 """
 
 from typing import Any
@@ -54,7 +54,7 @@ class LSTMCell(nn.RNNCellBase):
   @nn.nowrap
   def initialize_carry(self, rng: jax.Array,
                        input_shape: tuple[int, ...]) -> Carry:
-    """Zero (c, h) for inputs of shape (*batch, features_in)."""
+    """Zero (c, h) for inputs of shape ``(*batch, features_in)``."""
     del rng  # The carry starts at zero.
     shape = tuple(input_shape[:-1]) + (self.features,)
     return jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)
