@@ -26,8 +26,14 @@ def test_fashion_mnist_sweep_sizes_and_order():
   long = sweep.expand(sweep.load_sweep(path, 'long_erk'))
   assert len(long) == 3 * (1 + 2 * 4)  # dense, RigL and Static at 2x
   assert {r['training_multiplier'] for r in long} == {2.0}
+  since = sweep.expand(sweep.load_sweep(path, 'since_rigl'))
+  # SRigL, GraNet, Top-KAST at 90/95/98% ERK, seed by seed.
+  assert len(since) == 3 * 3 * 3
+  assert {r['sparsity.method'] for r in since} == {'srigl', 'granet',
+                                                   'topkast'}
+  assert [r['seed'] for r in since] == sorted(r['seed'] for r in since)
   everything = sweep.expand(sweep.load_sweep(path))
-  assert len(everything) == len(grid) + 2 * len(long) - 3
+  assert len(everything) == len(grid) + 2 * len(long) - 3 + len(since)
   assert len({sweep.run_name(r) for r in everything}) == len(everything)
 
 
