@@ -307,8 +307,9 @@ def sparsify(inner: optax.GradientTransformation,
       ``sparsify`` must be the last transformation of a chain (see the
       module docstring).
     method: a registered name (``'dense'``, ``'static'``, ``'set'``,
-      ``'snfs'``, ``'rigl'``, ``'pruning'``, or one added with
-      `rigl_jax.methods.register`) or a `rigl_jax.methods.Method` object.
+      ``'snfs'``, ``'rigl'``, ``'pruning'``, ``'snip'``, ``'srigl'``,
+      ``'granet'``, ``'topkast'``, or one added with
+      `rigl_jax.methods.register`) or a `rigl_jax.Method` object.
     sparsity: the global fraction of zeros over the sparse leaves, in [0, 1).
     distribution: per-layer sparsity: ``'erk'``, ``'er'`` or ``'uniform'``.
     update_freq: steps between mask updates (Delta T).
@@ -342,8 +343,10 @@ def sparsify(inner: optax.GradientTransformation,
       input dimension (see `rigl_jax.structure`); ``sparsity`` must then be
       1 - N/M.
     **method_kwargs: the method's hyperparameters, e.g. ``snfs_momentum``
-      (0.9), ``snfs_redistribution`` (False), ``pruning_scope``
-      (``'layer'`` or ``'global'``), ``pruning_initial_sparsity`` (0.0).
+      (0.9), ``pruning_scope`` (``'layer'`` or ``'global'``),
+      ``srigl_min_salient`` (0.3), ``topkast_penalty`` (1e-4); each
+      method's, with its defaults, in `rigl_jax.methods.hyperparameters`
+      and on the documentation's method page.
 
   Returns:
     A `SparseTransformation` (an `optax.GradientTransformationExtraArgs`
