@@ -258,6 +258,8 @@ def report(config: Any, padding: str = 'same') -> dict[str, Any]:
 def _main(argv: Sequence[str]) -> None:
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from rigl_jax.experiment import console  # pylint: disable=g-import-not-at-top
+  console.quiet_libraries()  # no backend notices unless --verbosity
   config = flags.FLAGS.config
   try:
     r = report(config, flags.FLAGS.padding)

@@ -1,6 +1,7 @@
 """Command-line mistakes: one `error:` line, exit 2, for every command."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -75,3 +76,16 @@ def test_flops_cli_typo_is_one_line():
   err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(err) == 1 and 'config.sparsity.distribution?' in err[0], err
   assert 'Traceback' not in proc.stderr
+
+
+def test_flops_cli_prints_its_report_and_no_library_chatter():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rigl_jax.analysis', '--config',
+       os.path.join(helpers.REPO, 'configs', 'default.py')],
+      capture_output=True, text=True, cwd=helpers.REPO, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = (proc.stdout + proc.stderr).splitlines()
+  # Old code: jax's "Unable to initialize backend 'tpu'" INFO line first.
+  assert lines[0].startswith('mlp on fashion_mnist: sparsity 0.9'), lines
+  assert not [l for l in lines if re.match(r'[IW]\d{4} ', l)], lines
+  assert any(l.strip().startswith('rigl ') for l in lines)
