@@ -125,9 +125,12 @@ def bench_model(key: str, sparsities: list[float], batch: int, seq_len: int,
   rows = []
   variants = [v for m in masks_kinds for v in VARIANTS[m]
               if not (m == 'srigl' and kind == 'text')]
+  masked_by = {}  # (sparsity, method) -> masked params and masks, once
   for sparsity, (method, condensed, label) in itertools.product(
       sparsities, variants):
-    masked, masks = _masked(params, sparsity, kind, method)
+    if (sparsity, method) not in masked_by:
+      masked_by[sparsity, method] = _masked(params, sparsity, kind, method)
+    masked, masks = masked_by[sparsity, method]
     path = os.path.join(workdir, f'{key}_{sparsity}_{label[:5]}.npz')
     summary = export.export(path, masked, masks=masks, condensed=condensed)
     sparse = sparse_inference.load(path, name=name,
