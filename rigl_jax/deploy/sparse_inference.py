@@ -158,6 +158,18 @@ class Linear:
       bias = np.asarray(_array(bias), np.float32).reshape(self.fan_out, 1)
     self.bias = bias
 
+  def condensed_form(self) -> Optional[tuple[np.ndarray, ...]]:
+    """``(rows, values, indices, bias)`` for `condensed.Chain`: a condensed
+    kernel's live units, or a small dense kernel (at most
+    ``_NUMPY_MAX_MACS`` weights; indices None); None otherwise."""
+    bias = (np.zeros(self.fan_out, np.float32) if self.bias is None
+            else self.bias[:, 0])
+    if self._condensed is not None:
+      return (*self._condensed, bias)
+    if not self.sparse and self.fan_in * self.fan_out <= _NUMPY_MAX_MACS:
+      return np.arange(self.fan_out), self._kernel_t, None, bias
+    return None
+
   def _bcsr_matrix(self) -> jsparse.BCSR:
     if self._bcsr is None:
       t = self._matrix.tocsr()
@@ -284,10 +296,20 @@ class MLP(_Model):
     names = sorted((k for k in params if k.startswith('dense')),
                    key=lambda k: int(k[len('dense'):]))
     self.layers = {n: _dense(params, n, linear) for n in names + ['head']}
+    chain = [layer.condensed_form() for layer in self.layers.values()]
+    # A stack of condensed layers (small dense ones re-indexed as condensed)
+    # runs fused for a few examples: one compiled call instead of a Python
+    # call per layer.
+    self._chain = (condensed_lib.Chain(chain)
+                   if condensed_lib.compiled() and all(
+                       c is not None for c in chain) else None)
 
   def __call__(self, x: Any) -> np.ndarray:
     """Maps (B, ...) inputs to (B, num_classes) float32 logits."""
     x = np.asarray(x, np.float32)
+    if (self._chain is not None
+        and x.shape[0] <= condensed_lib.GATHER_MAX_COLUMNS):
+      return self._chain(x.reshape(x.shape[0], -1))
     h = np.ascontiguousarray(x.reshape(x.shape[0], -1).T)
     *hidden, head = self.layers.values()
     for layer in hidden:

@@ -341,8 +341,10 @@ def test_cli_exports_a_finished_run(tmp_path, capsys, monkeypatch,
   assert capsys.readouterr().err.startswith('error:')
 
 
-@pytest.mark.parametrize('fallback', [False, True])
-def test_condensed_inference_equals_the_dense_model(monkeypatch, fallback):
+@pytest.mark.parametrize('fallback,dense_head',
+                         [(False, False), (False, True), (True, False)])
+def test_condensed_inference_equals_the_dense_model(monkeypatch, fallback,
+                                                    dense_head):
   from rigl_jax.deploy import condensed  # pylint: disable=g-import-not-at-top
   if fallback:  # numpy's gather instead of the numba kernels
     monkeypatch.setattr(condensed, 'numba', None)
@@ -355,17 +357,28 @@ def test_condensed_inference_equals_the_dense_model(monkeypatch, fallback):
                   'bias': rng.standard_normal(96).astype(np.float32)},
       'dense1': {'kernel': _constant_fan_in(rng, (96, 64), 9),
                   'bias': rng.standard_normal(64).astype(np.float32)},
-      'head': {'kernel': _constant_fan_in(rng, (64, 10), 7),
-                  'bias': np.zeros(10, np.float32)},
+      'head': {'kernel': (rng.standard_normal((64, 10)).astype(np.float32)
+                          if dense_head else
+                          _constant_fan_in(rng, (64, 10), 7)),
+               'bias': np.zeros(10, np.float32)},
   }
   model = models.get_model('mlp', num_classes=10, hidden_sizes=(96, 64))
   sparse = sparse_inference.build('mlp', jax.tree.map(
       lambda a: export.encode_leaf((), a, sparse=a.ndim == 2), params,
       is_leaf=lambda a: isinstance(a, np.ndarray)))
   layers = [l for l in sparse.layers.values() if l.sparse]
-  assert len(layers) == 3 and all(l._condensed is not None for l in layers)
+  assert len(layers) == 3 - dense_head
+  assert all(l._condensed is not None for l in layers)
+  # A few examples run the whole stack in one compiled call (a small dense
+  # head included), where numba is there.
+  assert (sparse._chain is not None) == (not fallback)
   x = rng.random((256, 28, 28, 1)).astype(np.float32)
   expected = _apply(model, params, x)
-  for batch in (1, 3, 256):  # gathered dots, and row updates
+  for batch in (1, 3, 16, 17, 256):  # fused chain, and layer by layer
     np.testing.assert_allclose(sparse(x[:batch]), expected[:batch],
+                               rtol=1e-4, atol=1e-4)
+  if not fallback:  # the chain's numpy path gives the same
+    monkeypatch.setattr(condensed, 'numba', None)
+    chain = condensed.Chain(sparse._chain.layers)
+    np.testing.assert_allclose(chain(x[:3].reshape(3, -1)), expected[:3],
                                rtol=1e-4, atol=1e-4)
