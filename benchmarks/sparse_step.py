@@ -21,7 +21,7 @@ round, so that the machine's drift cancels out.
 Usage:
   python benchmarks/sparse_step.py [--model mlp|resnet20] [--width 1024]
       [--batch 256] [--sparsity 0.9] [--update_freq 100] [--rounds 15]
-      [--repeats 10] [--skip_resnet] [--tune_allocator]
+      [--repeats 10] [--skip_resnet] [--untuned_allocator]
 """
 
 from __future__ import annotations
@@ -217,8 +217,9 @@ def step_times(args) -> None:
                if f'{m}/cond{suffix}' in programs}
     print('  scratch (XLA temp) per call: ' + ', '.join(
         f'{m} {v:.1f}' for m, v in scratch.items()) +
-          f' MiB (dense {programs[f"dense{suffix}"][2]:.1f} MiB); glibc maps '
-          'scratch above 32 MiB afresh on every call (see --tune_allocator)')
+          f' MiB (dense {programs[f"dense{suffix}"][2]:.1f} MiB); kept on '
+          'the heap by the sparse step itself (--untuned_allocator: glibc '
+          'maps scratch above 32 MiB afresh on every call)')
 
 
 class _Timer:
@@ -310,10 +311,11 @@ def main() -> None:
   parser.add_argument('--methods', type=lambda v: v.split(','),
                       default=['static', 'set', 'snfs', 'rigl', 'pruning'],
                       help='comma-separated methods to time (default: all)')
-  parser.add_argument('--tune_allocator', action='store_true',
-                      help='keep large allocations on the heap, as main.py '
-                      'does (see rigl_jax/cpu_allocator.py); off by default, '
-                      'as in a user\'s own program')
+  parser.add_argument('--untuned_allocator', action='store_true',
+                      help='turn off the glibc tuning that a sparse step '
+                      'applies on CPU (rigl_jax/cpu_allocator.py): the '
+                      'cond programs then map their scratch afresh on '
+                      'every call')
   args = parser.parse_args()
   unknown = sorted(set(args.methods) - {'static', 'set', 'snfs', 'rigl',
                                         'pruning'})
@@ -322,9 +324,9 @@ def main() -> None:
                  'rigl, pruning')
   if args.batch is None:
     args.batch = 256 if args.model == 'mlp' else 64
-  if args.tune_allocator:
-    tuned = cpu_allocator.keep_large_allocations_on_heap()
-    print(f'allocator: large allocations kept on the heap: {tuned}')
+  if args.untuned_allocator:
+    cpu_allocator.configure(False)
+    print('allocator: left untuned (--untuned_allocator)')
   step_times(args)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
   print(f'peak host memory of this process so far: {peak:.0f} MiB')

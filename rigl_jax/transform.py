@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from jax import custom_batching
 
+from rigl_jax import cpu_allocator
 from rigl_jax import distributions
 from rigl_jax import layers as layers_lib
 from rigl_jax import mask_update as mask_update_lib
@@ -679,6 +680,10 @@ def sparsify(inner: optax.GradientTransformation,
     if mask_update is not None and not isinstance(mask_update, bool):
       raise ValueError('mask_update must be None, True or False (a Python '
                        f'bool, static under jit); got {mask_update!r}')
+    if mask_update is None and m.dynamic:
+      # The program holds the mask update's scratch; on CPU keep it on the
+      # heap rather than mapped afresh on every step (see cpu_allocator).
+      cpu_allocator.tune_for_cpu_steps()
     if not isinstance(state, SparseState):
       raise ValueError(
           f'sparsify(...).update got a state of type {type(state).__name__}, '

@@ -295,9 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   t_start = time.time()
   _check_workdir(workdir)
-  if (config.get('tune_cpu_allocator', True)
-      and jax.default_backend() == 'cpu'):
-    cpu_allocator.keep_large_allocations_on_heap()
+  cpu_allocator.configure(config.get('tune_cpu_allocator', True))
   data, model, tx, lr_fn, total_steps = builders.build(config)
   info = data.info
   mesh = sharding_lib.make_mesh(config.get('mesh') or {'data': -1})

@@ -128,9 +128,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   except OSError as e:
     raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}'
                      ) from None
-  if (config.get('tune_cpu_allocator', True)
-      and jax.default_backend() == 'cpu'):
-    cpu_allocator.keep_large_allocations_on_heap()
+  cpu_allocator.configure(config.get('tune_cpu_allocator', True))
   data, model, _, lr_fn, total_steps = builders.build(config)
   info = data.info
   inner = optimizers.create_inner_optimizer(config, lr_fn)
