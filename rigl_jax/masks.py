@@ -63,7 +63,8 @@ def random_layer_masks(key: jax.Array, layer_shapes: list[tuple[int, ...]],
   ``ceil(size / 1024)`` rows of a ``(rows, 1024)`` array, in order, so a
   layer's mask depends on the layers before it only through its position
   in that order, and compiling the initialisation costs one search however
-  many layers there are.
+  many layers there are. (`random_selection` and `split_selection` are its
+  two halves.)
 
   Args:
     key: a PRNG key.
@@ -75,8 +76,20 @@ def random_layer_masks(key: jax.Array, layer_shapes: list[tuple[int, ...]],
   """
   if not layer_shapes:
     return []
+  return split_selection(random_selection(key, layer_shapes, n_keep),
+                         layer_shapes)
+
+
+def _rows(layer_shapes: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
   sizes = [int(np.prod(s)) for s in layer_shapes]
-  rows = [-(-n // _COLS) for n in sizes]
+  return sizes, [-(-n // _COLS) for n in sizes]
+
+
+def random_selection(key: jax.Array, layer_shapes: list[tuple[int, ...]],
+                     n_keep: list[int]) -> jax.Array:
+  """The draws of `random_layer_masks`, every layer in one ``(rows, 1024)``
+  bool array (a layer's rows in order, its last row padded with False)."""
+  sizes, rows = _rows(layer_shapes)
   segment = np.repeat(np.arange(len(sizes)), rows)
   total = int(sum(rows))
   # Padding at the end of each layer's last row is invalid; computed from
@@ -91,8 +104,14 @@ def random_layer_masks(key: jax.Array, layer_shapes: list[tuple[int, ...]],
   scores = lax.shift_right_logical(
       jax.random.bits(key, (total, _COLS), jnp.uint32),
       jnp.uint32(1)).astype(jnp.int32)
-  sel = selection.segment_top_k(scores, tuple(segment.tolist()),
-                                jnp.asarray(n_keep, jnp.int32), valid)
+  return selection.segment_top_k(scores, tuple(segment.tolist()),
+                                 jnp.asarray(n_keep, jnp.int32), valid)
+
+
+def split_selection(sel: Any, layer_shapes: list[tuple[int, ...]]
+                    ) -> list[Any]:
+  """The layers' masks from a `random_selection` (jax or numpy arrays)."""
+  sizes, rows = _rows(layer_shapes)
   out, start = [], 0
   for r, n, shape in zip(rows, sizes, layer_shapes):
     out.append(sel[start:start + r].reshape(-1)[:n].reshape(shape))

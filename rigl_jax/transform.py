@@ -143,6 +143,23 @@ def _one_time_program(fn):
   return call
 
 
+def _one_cpu_device(params: Any, key: Any) -> Optional[jax.Device]:
+  """The CPU device that holds every array of ``params`` and ``key``, or
+  None (tracers, several devices, shardings, another platform)."""
+  devices = set()
+  for x in jax.tree.leaves((params, key)):
+    if isinstance(x, jax.core.Tracer):
+      return None
+    if isinstance(x, jax.Array):
+      if not isinstance(x.sharding, jax.sharding.SingleDeviceSharding):
+        return None
+      devices |= x.devices()
+  if len(devices) > 1:
+    return None
+  device = devices.pop() if devices else jax.devices()[0]
+  return device if device.platform == 'cpu' else None
+
+
 # --- Keys for ensembles -----------------------------------------------------
 
 _INIT_KEY: contextvars.ContextVar = contextvars.ContextVar('rigl_jax_init_key',
@@ -492,6 +509,17 @@ def sparsify(inner: optax.GradientTransformation,
     if isinstance(struct, structure_lib.NMStructure):
       return [jax.vmap(lambda k, s=lf.layer_shape: struct.random_mask(k, s))(
           layer_keys(lf)) for lf in leaves]
+    shapes, keep = random_plan(leaves)
+    drawn = masks_lib.random_layer_masks(key, shapes, keep)
+    out, start = [], 0
+    for lf in leaves:
+      out.append(jnp.stack(drawn[start:start + len(lf.ids)]))
+      start += len(lf.ids)
+    return out
+
+  def random_plan(leaves: list[_Leaf]) -> tuple[list[tuple[int, ...]],
+                                                list[int]]:
+    """Every layer's shape and active count, for random initial masks."""
     shapes, keep = [], []
     for lf in leaves:
       start = lf.sparsity if lf.init_sparsity is None else lf.init_sparsity
@@ -500,12 +528,7 @@ def sparsify(inner: optax.GradientTransformation,
                                         sparsity_budget))
       shapes += [lf.layer_shape] * len(lf.ids)
       keep += [n_keep] * len(lf.ids)
-    drawn = masks_lib.random_layer_masks(key, shapes, keep)
-    out, start = [], 0
-    for lf in leaves:
-      out.append(jnp.stack(drawn[start:start + len(lf.ids)]))
-      start += len(lf.ids)
-    return out
+    return shapes, keep
 
   def init_arrays(params, key, given):
     flat, treedef, leaves = layout(params)
@@ -642,7 +665,63 @@ def sparsify(inner: optax.GradientTransformation,
     return jitted_init(*init_inputs(params, None))
 
   def masked_init_fn(params, key=None):
-    return jitted_masked_init(*init_inputs(params, key))
+    params, key, given = init_inputs(params, key)
+    device = _one_cpu_device(params, key)
+    if given is None and device is not None:
+      _, _, leaves = layout(params)
+      if random_start(leaves):
+        return host_masked_init(params, key, device)
+    return jitted_masked_init(params, key, given)
+
+  def random_start(leaves: list[_Leaf]) -> bool:
+    """Whether the initial masks are `random_layer_masks`' draws, one layer
+    per leaf."""
+    return (m.sparse and not m.keeps_dense_weights and not m.starts_dense
+            and not m.has_initial_masks
+            and not isinstance(struct, structure_lib.NMStructure)
+            and all(lf.axis is None for lf in leaves))
+
+  draw_programs: dict[Any, Any] = {}
+
+  def host_masked_init(params, key, device):
+    """`masked_init` on one CPU device, without a kernel per leaf.
+
+    One program draws every layer's mask (`masks.random_selection`, the
+    draws `init_arrays` makes); the host slices it into the masks and masks
+    the params with numpy; a second program builds the inner state. Same
+    arrays as the one-program path (a test checks), but compiling per-leaf
+    slices and selects took most of that path's time on a large tree
+    (ResNet-50: 54 leaves, three kernels each).
+    """
+    flat, treedef, leaves = layout(params)
+    shapes, keep = random_plan(leaves)
+    plan = (tuple(shapes), tuple(keep))
+    if plan not in draw_programs:
+      draw_programs[plan] = _one_time_program(
+          lambda k: masks_lib.random_selection(k, shapes, keep))
+    sel = np.asarray(draw_programs[plan](key))
+    put = lambda x: jax.device_put(x, device, may_alias=False)  # pylint: disable=unnecessary-lambda-assignment
+    mask_leaves: list[Any] = [None] * len(flat)
+    masked_leaves = [put(x) if hasattr(x, 'shape') else x for _, x in flat]
+    for lf, mk in zip(leaves, masks_lib.split_selection(sel, shapes)):
+      p = np.asarray(flat[lf.index][1])
+      mask_leaves[lf.index] = put(mk)
+      masked_leaves[lf.index] = put(np.where(mk, p, np.zeros((), p.dtype)))
+    masks = jax.tree.unflatten(treedef, mask_leaves)
+    masked = jax.tree.unflatten(treedef, masked_leaves)
+    inner_state, aux, zeros = jitted_state_rest(params, masked, masks)
+    return masked, SparseState(
+        step=zeros[0], masks=masks, inner_state=inner_state, aux=aux,
+        drop_fraction=zeros[1], mask_churn=zeros[2], key=key)
+
+  def state_rest(params, masked, masks):
+    """What `init_arrays` adds to the masks: the inner state, the method's
+    aux and the zero counters."""
+    return (inner.init(masked), m.init_aux(params, masks),
+            (jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
+             jnp.zeros([], jnp.float32)))
+
+  jitted_state_rest = _one_time_program(state_rest)
 
   def mask_step(leaves, params_l, grads_l, masks_l, aux_l, updates_l,
                 step, key):

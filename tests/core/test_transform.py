@@ -9,6 +9,7 @@ import pytest
 import rigl_jax
 from rigl_jax import distributions
 from rigl_jax import mask_update
+from rigl_jax import masks as masks_lib
 from rigl_jax import transform
 from tests import helpers
 
@@ -582,6 +583,44 @@ def test_masked_init_inside_the_callers_jit():
   jitted = jax.jit(lambda p: rigl_jax.masked_init(tx, p))(params)
   for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('method,inner', [
+    ('rigl', optax.sgd(0.1, momentum=0.9)), ('snfs', optax.adam(1e-3)),
+    ('set', optax.chain(optax.clip(1.0), optax.sgd(0.1))),
+    ('static', optax.adamw(1e-3))])
+def test_masked_init_on_one_cpu_device_equals_the_one_program_path(
+    monkeypatch, method, inner):
+  """On one CPU device `masked_init` slices the drawn masks on the host
+  (no kernel per leaf); under the caller's jit it is one program. Same
+  params, masks, inner state and aux, bit for bit."""
+  keys = jax.random.split(jax.random.PRNGKey(3), 4)
+  params = {'conv': {'kernel': jax.random.normal(keys[0], (3, 3, 4, 8)),
+                     'bias': jnp.ones(8)},
+            'dense': {'kernel': jax.random.normal(keys[1], (72, 1030)),
+                      'bias': None},
+            'head': {'kernel': jax.random.normal(keys[2], (1030, 10),
+                                                 jnp.bfloat16)}}
+  tx = rigl_jax.sparsify(inner, method, sparsity=0.8, distribution='erk',
+                         end_step=100)
+  seen = []
+  split = masks_lib.split_selection
+  monkeypatch.setattr(masks_lib, 'split_selection',
+                      lambda sel, shapes: seen.append(type(sel)) or split(
+                          sel, shapes))
+  for key in (None, keys[3]):
+    seen.clear()
+    host = rigl_jax.masked_init(tx, params, key=key)
+    assert seen == [np.ndarray]  # the host path was taken
+    program = jax.jit(lambda p, k: rigl_jax.masked_init(tx, p, key=k))(
+        params, key)
+    assert jax.tree.structure(host) == jax.tree.structure(program)
+    for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(program)):
+      assert a.dtype == b.dtype and a.shape == b.shape
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The masked params are new buffers, so the caller may donate them.
+  host_params = host[0]
+  assert host_params['conv']['bias'] is not params['conv']['bias']
 
 
 def test_drop_count_is_the_reference_float32_truncation():
