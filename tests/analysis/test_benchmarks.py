@@ -60,3 +60,13 @@ def test_sparse_step_resnet20_and_mask_update_time():
   for method in ('rigl', 'set', 'snfs'):
     assert re.search(rf'{method} mask update on a ResNet-50-sized tree '
                      r'\(25\.5M weights, ERK 90%\): [\d.]+ s', out), out
+
+
+@pytest.mark.slow
+def test_sparse_inference_prints_interleaved_speed_ups():
+  out = _run('benchmarks/sparse_inference.py', '--models', 'default',
+             '--sparsities', '0.9', '--batch', '16', '--masks', 'srigl')
+  rows = re.findall(r'^\| default MLP .*\| 90% \| (SRigL, \w+) \|.*'
+                    r'\*\*([\d.]+)x\*\* \|.*\*\*([\d.]+)x\*\* \|$', out, re.M)
+  assert [r[0] for r in rows] == ['SRigL, condensed', 'SRigL, CSR'], out
+  assert all(float(b1) > 0 and float(bn) > 0 for _, b1, bn in rows)
