@@ -710,9 +710,11 @@ def sparsify(inner: optax.GradientTransformation,
     masks = jax.tree.unflatten(treedef, mask_leaves)
     masked = jax.tree.unflatten(treedef, masked_leaves)
     inner_state, aux, zeros = jitted_state_rest(params, masked, masks)
+    # Every array new, as the program's outputs are: a caller may donate
+    # the state without losing its own key.
     return masked, SparseState(
         step=zeros[0], masks=masks, inner_state=inner_state, aux=aux,
-        drop_fraction=zeros[1], mask_churn=zeros[2], key=key)
+        drop_fraction=zeros[1], mask_churn=zeros[2], key=put(key))
 
   def state_rest(params, masked, masks):
     """What `init_arrays` adds to the masks: the inner state, the method's
