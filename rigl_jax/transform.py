@@ -668,9 +668,9 @@ def sparsify(inner: optax.GradientTransformation,
     params, key, given = init_inputs(params, key)
     device = _one_cpu_device(params, key)
     if given is None and device is not None:
-      _, _, leaves = layout(params)
+      flat, treedef, leaves = layout(params)
       if random_start(leaves):
-        return host_masked_init(params, key, device)
+        return host_masked_init(params, key, device, flat, treedef, leaves)
     return jitted_masked_init(params, key, given)
 
   def random_start(leaves: list[_Leaf]) -> bool:
@@ -683,7 +683,7 @@ def sparsify(inner: optax.GradientTransformation,
 
   draw_programs: dict[Any, Any] = {}
 
-  def host_masked_init(params, key, device):
+  def host_masked_init(params, key, device, flat, treedef, leaves):
     """`masked_init` on one CPU device, without a kernel per leaf.
 
     One program draws every layer's mask (`masks.random_selection`, the
@@ -693,7 +693,6 @@ def sparsify(inner: optax.GradientTransformation,
     slices and selects took most of that path's time on a large tree
     (ResNet-50: 54 leaves, three kernels each).
     """
-    flat, treedef, leaves = layout(params)
     shapes, keep = random_plan(leaves)
     plan = (tuple(shapes), tuple(keep))
     if plan not in draw_programs:
