@@ -808,15 +808,34 @@ def sparsify(inner: optax.GradientTransformation,
                         for lf in leaves]
     aux_list = ([None] * len(flat) if aux == () else
                 [a for _, a in paths_lib.flatten(aux)[0]])
-    operands = (views(param_list), views(grad_list), views(mask_list),
+    operands = (param_list, grad_list, mask_list,
                 [None if aux_list[lf.index] is None else
                  layers_lib.to_layers(aux_list[lf.index], lf.axis)
                  for lf in leaves],
-                views([u for _, u in u_list]), state.step, state.key)
-    old_views = operands[2]
+                state.inner_state, state.step, state.key)
+    old_views = views(mask_list)
 
     def run(ops):
-      new, frac, churn, values = mask_step(leaves, *ops)
+      p_in, g_in, m_in, aux_in, inner_in, step_in, key_in = ops
+      if mask_update:
+        u_in = [u for _, u in u_list]
+      else:
+        # The updates of the stepped weights (which SET, SNFS and pruning
+        # rank), computed again inside the branch: the same pure function
+        # of the same inputs. Passed in as an operand instead, they made
+        # XLA:CPU write the updates out on every step, and the inner state
+        # twice (five passes over each sparse weight instead of two). A
+        # method that does not read them (RigL) drops this work.
+        masked = [g if mk is None or g is None else
+                  jnp.where(mk, g, jnp.zeros_like(g))
+                  for mk, g in zip(m_in, g_in)]
+        again, _ = inner.update(
+            jax.tree.unflatten(g_def, masked), inner_in,
+            jax.tree.unflatten(p_def, p_in), **extra_args)
+        u_in = [u for _, u in paths_lib.flatten(again)[0]]
+      new, frac, churn, values = mask_step(
+          leaves, views(p_in), views(g_in), views(m_in), aux_in,
+          views(u_in), step_in, key_in)
       # A vmapped member that is not due keeps its masks.
       new = [jnp.where(due, n, o) for n, o in zip(new, old_views)]
       return (new, jnp.where(due, frac, state.drop_fraction),
