@@ -457,6 +457,23 @@ def test_update_is_jittable_with_donation():
   assert cond.index('stablehlo.case') < cond.index('callback(')
 
 
+
+@pytest.mark.parametrize('method', ['static'] + DYNAMIC + ['pruning'])
+def test_the_users_step_has_no_effects(method):
+  # An effect anywhere in the program (a jax.debug.callback, even inside a
+  # branch that never runs) turns off jit's C++ dispatch: every call of the
+  # README's step then went through Python (~0.9 ms a step on a 4-layer
+  # MLP). The old leak check was such a callback.
+  tx = rigl_jax.sparsify(optax.sgd(0.1), method, sparsity=0.9, end_step=10,
+                         update_freq=2)
+  params, state = rigl_jax.masked_init(tx, helpers.mlp_params())
+
+  def step(p, s, b):
+    u, s = tx.update(jax.grad(helpers.loss_fn)(p, b), s, p)
+    return optax.apply_updates(p, u), s
+
+  assert not jax.make_jaxpr(step)(params, state, helpers.batch(0)).effects
+
 BAD = [
     (dict(method='lottery', sparsity=0.5, end_step=10), "valid choices are"),
     (dict(method='rigl', sparsity=1.0, end_step=10), r'\[0, 1\)'),
