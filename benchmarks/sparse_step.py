@@ -236,7 +236,9 @@ class _Timer:
   def __init__(self, step, p, s):
     self._step = step
     self._state = (jax.tree.map(jnp.copy, p), jax.tree.map(jnp.copy, s))
-    self(1)  # compile and warm up
+    # Compile and warm up; twice, since the first call's outputs may be
+    # committed where its inputs were not (a second compile).
+    self(2)
 
   def __call__(self, repeats: int) -> float:
     """Seconds per step over ``repeats`` steps."""
