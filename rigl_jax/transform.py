@@ -32,8 +32,8 @@ program with an error that says so.
 from __future__ import annotations
 
 import contextlib
-import functools
 import contextvars
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional, Union
