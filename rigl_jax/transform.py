@@ -215,6 +215,14 @@ class _Leaf(NamedTuple):
   init_sparsity: Optional[float] = None  # a method's sparse start (GraNet)
 
 
+def _masked_list(masks: list[Any], values: list[Any]) -> list[Any]:
+  """``values`` with zeros where the mask is False; a None mask (dense
+  leaf) or value passes through."""
+  return [v if mk is None or v is None else
+          jnp.where(mk, v, jnp.zeros_like(v))
+          for mk, v in zip(masks, values)]
+
+
 def _fused_state(inner_state: Any, step: jax.Array) -> Any:
   """``inner_state`` unchanged, passed through a select that never fires.
 
@@ -832,9 +840,7 @@ def sparsify(inner: optax.GradientTransformation,
                                   mask_update, extra_args)
 
     aux = m.update_aux(state.aux, updates, state.masks)
-    active = [g if mk is None or g is None else
-              jnp.where(mk, g, jnp.zeros_like(g))
-              for mk, g in zip(mask_list, grad_list)]
+    active = _masked_list(mask_list, grad_list)
     new_updates, new_inner = inner.update(
         jax.tree.unflatten(g_def, active), state.inner_state, params,
         **extra_args)
@@ -871,11 +877,8 @@ def sparsify(inner: optax.GradientTransformation,
         # XLA:CPU write the updates out on every step, and the inner state
         # twice (five passes over each sparse weight instead of two). A
         # method that does not read them (RigL) drops this work.
-        masked = [g if mk is None or g is None else
-                  jnp.where(mk, g, jnp.zeros_like(g))
-                  for mk, g in zip(m_in, g_in)]
         again, _ = inner.update(
-            jax.tree.unflatten(g_def, masked), inner_in,
+            jax.tree.unflatten(g_def, _masked_list(m_in, g_in)), inner_in,
             jax.tree.unflatten(p_def, p_in), **extra_args)
         u_in = [u for _, u in paths_lib.flatten(again)[0]]
       new, frac, churn, values = mask_step(
