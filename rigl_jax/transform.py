@@ -161,6 +161,33 @@ def _one_cpu_device(params: Any, key: Any) -> Optional[jax.Device]:
   return device if device.platform == 'cpu' else None
 
 
+def _committed_like(params: Any, out: Any) -> Any:
+  """``out`` committed to the device of ``params`` if ``params`` are.
+
+  A jitted program's outputs are committed to a device only when one of the
+  inputs it reads is; the init programs read no parameter values for most
+  inner optimizers (their state is zeros shaped like the params). A jitted
+  step given committed params and an uncommitted state returns a committed
+  state, and compiles again at its second call; committing the state as the
+  params are makes the user's step compile once.
+  """
+  devices = set()
+  for x in jax.tree.leaves(params):
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+      continue
+    if not (x.committed and isinstance(x.sharding,
+                                       jax.sharding.SingleDeviceSharding)):
+      return out
+    devices |= x.devices()
+  if len(devices) != 1:
+    return out
+  device = devices.pop()
+  return jax.tree.map(
+      lambda x: jax.device_put(x, device) if (
+          isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+          and not x.committed) else x, out)
+
+
 # --- Keys for ensembles -----------------------------------------------------
 
 _INIT_KEY: contextvars.ContextVar = contextvars.ContextVar('rigl_jax_init_key',
@@ -717,7 +744,7 @@ def sparsify(inner: optax.GradientTransformation,
     return params, key, given
 
   def init_fn(params):
-    return jitted_init(*init_inputs(params, None))
+    return _committed_like(params, jitted_init(*init_inputs(params, None)))
 
   def masked_init_fn(params, key=None):
     params, key, given = init_inputs(params, key)
@@ -726,7 +753,7 @@ def sparsify(inner: optax.GradientTransformation,
       flat, treedef, leaves = layout(params)
       if random_start(leaves):
         return host_masked_init(params, key, device, flat, treedef, leaves)
-    return jitted_masked_init(params, key, given)
+    return _committed_like(params, jitted_masked_init(params, key, given))
 
   def random_start(leaves: list[_Leaf]) -> bool:
     """Whether the initial masks are `random_layer_masks`' draws, one layer
@@ -763,7 +790,9 @@ def sparsify(inner: optax.GradientTransformation,
       masked_leaves[lf.index] = put(np.where(mk, p, np.zeros((), p.dtype)))
     masks = jax.tree.unflatten(treedef, mask_leaves)
     masked = jax.tree.unflatten(treedef, masked_leaves)
-    inner_state, aux, zeros = jitted_state_rest(params, masked, masks)
+    # Committed, as the masked params are (see `_committed_like`).
+    inner_state, aux, zeros = jax.device_put(
+        jitted_state_rest(params, masked, masks), device)
     # Every array new, as the program's outputs are: a caller may donate
     # the state without losing its own key.
     return masked, SparseState(

@@ -474,6 +474,33 @@ def test_the_users_step_has_no_effects(method):
 
   assert not jax.make_jaxpr(step)(params, state, helpers.batch(0)).effects
 
+
+@pytest.mark.parametrize('inner,init', [
+    ('scheduled_sgd', 'masked_init'), ('momentum', 'masked_init'),
+    ('sgd', 'init_committed'), ('momentum', 'init_uncommitted')])
+def test_the_users_step_compiles_once(inner, init):
+  # The init programs read no parameter values (the masks are random draws,
+  # the inner state zeros shaped like the params): they returned an
+  # uncommitted state beside committed params, the step's outputs are all
+  # committed, so the user's jitted step compiled again at its second call.
+  make = {'sgd': lambda: optax.sgd(0.1),
+          'scheduled_sgd': lambda: optax.inject_hyperparams(optax.sgd)(
+              learning_rate=optax.linear_schedule(0.1, 0.0, 50)),
+          'momentum': lambda: optax.sgd(0.1, momentum=0.9)}[inner]
+  tx = rigl_jax.rigl(make(), sparsity=0.5, end_step=10, update_freq=2)
+  params = helpers.mlp_params()
+  if init == 'masked_init':
+    params, state = rigl_jax.masked_init(tx, params)
+  else:
+    if init == 'init_committed':
+      params = jax.device_put(params, jax.devices()[0])
+    params = jax.tree.map(jnp.copy, params)  # as an init program returns
+    state = tx.init(params)
+  step = helpers.make_step(tx)
+  for t in range(3):
+    params, state = step(params, state, helpers.batch(t))
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
 BAD = [
     (dict(method='lottery', sparsity=0.5, end_step=10), "valid choices are"),
     (dict(method='rigl', sparsity=1.0, end_step=10), r'\[0, 1\)'),
