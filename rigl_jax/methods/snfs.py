@@ -5,6 +5,14 @@ updated on every step) is largest. With ``redistribute``, the regrowth budget
 is shared across layers in proportion to each layer's mean momentum magnitude
 over its active weights, as in the paper's sparse momentum; per-layer
 densities then change while the total stays fixed.
+
+The average is the reference's: google-research/rigl
+rigl/sparse_optimizers.py, `SparseMomentumOptimizer`, whose
+``_before_apply_gradients`` applies an ``ExponentialMovingAverage(decay=
+momentum)`` to the gradients of the masked weights (dense gradients) before
+every weight update. So SNFS reads and writes one float32 array per sparse
+weight on every step, mask update or not: its step costs more than the
+other methods' (`benchmarks/sparse_step.py`).
 """
 
 from typing import Any
