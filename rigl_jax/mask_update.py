@@ -81,12 +81,10 @@ def drop(scores: Sequence[jax.Array], masks: Sequence[jax.Array],
   Returns:
     ``(kept, n_drop)``: the kept masks, and the ``(L,)`` drop counts.
   """
-  kept, n_drop = [], []
-  for sc, m in zip(scores, masks):
-    nnz = _tail_sum(m)
-    n = drop_count(fraction, nnz)
-    kept.append(jax.vmap(selection.top_k_mask)(sc, nnz - n, m))
-    n_drop.append(n)
+  nnz = [_tail_sum(m) for m in masks]
+  n_drop = [drop_count(fraction, n) for n in nnz]
+  kept = selection.top_k_rows(list(scores), [a - n for a, n in zip(nnz, n_drop)],
+                              list(masks))
   return kept, n_drop
 
 
@@ -94,8 +92,14 @@ def grow(kept: Sequence[jax.Array], scores: Sequence[jax.Array],
          n_grow: Sequence[jax.Array],
          structure: structure_lib.Structure) -> list[jax.Array]:
   """New masks: what was kept plus the grown positions of every layer."""
-  return [k | jax.vmap(structure.grow)(k, s, n)
-          for k, s, n in zip(kept, scores, n_grow)]
+  if isinstance(structure, structure_lib.Unstructured):
+    # Every layer's top-k in one search (`Unstructured.grow` per layer).
+    grown = selection.top_k_rows(list(scores), list(n_grow),
+                                 [~k for k in kept])
+  else:
+    grown = [jax.vmap(structure.grow)(k, s, n)
+             for k, s, n in zip(kept, scores, n_grow)]
+  return [k | g for k, g in zip(kept, grown)]
 
 
 def redistribute_counts(total: jax.Array, weights: jax.Array,
@@ -176,13 +180,16 @@ def prune_layers(magnitudes: Sequence[jax.Array], masks: Sequence[jax.Array],
                  targets: Sequence[jax.Array],
                  structure: structure_lib.Structure) -> list[jax.Array]:
   """Keeps ``size - floor(target * size)`` largest weights of every layer."""
-  out = []
-  for w, m, target in zip(magnitudes, masks, targets):
+  n_keep = []
+  for m, target in zip(masks, targets):
     size = int(np.prod(m.shape[1:]))
-    n_keep = size - floor_product(target, jnp.asarray(size))
-    n_keep = jnp.full([m.shape[0]], n_keep, jnp.int32)
-    out.append(jax.vmap(structure.prune)(w, n_keep, m))
-  return out
+    n = size - floor_product(target, jnp.asarray(size))
+    n_keep.append(jnp.full([m.shape[0]], n, jnp.int32))
+  if isinstance(structure, structure_lib.Unstructured):
+    # Every layer's top-k in one search (`Unstructured.prune` per layer).
+    return selection.top_k_rows(list(magnitudes), n_keep, list(masks))
+  return [jax.vmap(structure.prune)(w, n, m)
+          for w, n, m in zip(magnitudes, n_keep, masks)]
 
 
 def prune_global(magnitudes: Sequence[jax.Array], masks: Sequence[jax.Array],

@@ -20,6 +20,7 @@ a dozen or two streaming reads of the scores with no sort and no host sync.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import functools
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -175,6 +176,98 @@ def _threshold(count: Callable[[jax.Array], counts.Count], hi0: jax.Array,
                kept_lo=jnp.zeros([], bool), width=hi0 - lo0, stalls=zero,
                steps=zero, c_lo=n0, c_hi=counts.of(zero))
   return lax.while_loop(searching, step, init)
+
+
+def _threshold_each(count_ge: Callable[[jax.Array, jax.Array], jax.Array],
+                    hi0: jax.Array, k: jax.Array) -> _Carry:
+  """`_threshold` for many selections at once, one bracket per entry of k.
+
+  Every bracket advances in the same loop, by the same rule as
+  `_threshold`'s; a finished one stays as it is. Counts are int32 (each
+  selection has fewer than 2**31 entries).
+
+  Args:
+    count_ge: ``(t, active) -> n``: per selection, the number of keys
+      ``>= t[i]``; entries where ``active`` is False are not read (a caller
+      may skip their counting pass).
+    hi0: int32 ``(S,)``, a key above every valid key of each selection.
+    k: int32 ``(S,)``, how many to select in each.
+
+  Returns:
+    The final brackets, as `_threshold`'s.
+  """
+  def searching(c):
+    return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
+
+  def step(c):
+    active = searching(c)
+    secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
+                     (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
+    bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
+    mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
+                   c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1))
+    n = count_ge(mid, active)
+    f = (n - k).astype(jnp.float32)
+    ok = f >= 0
+    lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
+    halved = hi - lo <= c.width // 2
+    new = _Carry(
+        lo=lo, hi=hi,
+        f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
+        f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
+        kept_hi=ok, kept_lo=~ok,
+        width=jnp.where(halved, hi - lo, c.width),
+        stalls=jnp.where(halved, 0, c.stalls + 1),
+        steps=c.steps + 1,
+        c_lo=jnp.where(ok, n, c.c_lo), c_hi=jnp.where(ok, c.c_hi, n))
+    return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
+
+  zeros = jnp.zeros(k.shape, jnp.int32)
+  falses = jnp.zeros(k.shape, bool)
+  n0 = count_ge(zeros, jnp.ones(k.shape, bool))
+  init = _Carry(lo=zeros, hi=hi0, f_lo=(n0 - k).astype(jnp.float32),
+                f_hi=(-k).astype(jnp.float32), kept_hi=falses,
+                kept_lo=falses, width=hi0, stalls=zeros, steps=zeros,
+                c_lo=n0, c_hi=zeros)
+  return lax.while_loop(lambda c: jnp.any(searching(c)), step, init)
+
+
+def _first_ties_each(count_tie: Callable[[jax.Array, jax.Array], jax.Array],
+                     found: _Carry, k: jax.Array, size: jax.Array
+                     ) -> jax.Array:
+  """Per selection, where its ties at the threshold stop being taken.
+
+  Ties straddle the threshold t = ``found.lo`` only where ``c_lo > k``;
+  there the first ``k - c_hi`` of them by position are taken, and this
+  returns the smallest J with that many ties before it (a bisection on the
+  position, all selections in one loop); elsewhere ``size`` (every key
+  ``>= t`` is taken).
+
+  Args:
+    count_tie: ``(J, busy) -> n``: per selection, the number of keys
+      ``== t`` at positions ``< J[i]``; entries where ``busy`` is False
+      are not read.
+    found: `_threshold_each`'s result.
+    k: int32 ``(S,)``.
+    size: int32 ``(S,)``, the positions of each selection.
+  """
+  ties = (found.c_lo > k) & (k > 0)
+  need = k - found.c_hi
+
+  def index_step(carry):
+    lo, hi = carry
+    busy = lo < hi
+    mid = lo + (hi - lo) // 2
+    ok = count_tie(mid, busy) >= need
+    return (jnp.where(busy & ~ok, mid + 1, lo),
+            jnp.where(busy & ok, mid, hi))
+
+  start = jnp.where(ties, 0, size).astype(jnp.int32)
+  return lax.cond(
+      jnp.any(ties),
+      lambda: lax.while_loop(lambda c: jnp.any(c[0] < c[1]), index_step,
+                             (start, size))[0],
+      lambda: size)
 
 
 def _tie_takes(tie_counts: Sequence[jax.Array], need: counts.Count
@@ -364,59 +457,92 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
   row_max = jnp.max(keys, axis=1)
   hi0 = jnp.maximum(jax.ops.segment_max(row_max, seg, n_seg,
                                         indices_are_sorted=True), 0) + 1
-  lo0 = jnp.zeros([n_seg], jnp.int32)
 
-  def searching(c):
-    return (c.hi - c.lo > 1) & (c.f_lo > 0) & (k > 0)
-
-  def step(c):
-    active = searching(c)
-    secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
-                     (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
-    bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
-    mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
-                   c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1))
-    n = count_ge(mid)
-    f = (n - k).astype(jnp.float32)
-    ok = f >= 0
-    lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
-    halved = hi - lo <= c.width // 2
-    new = _Carry(
-        lo=lo, hi=hi,
-        f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
-        f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
-        kept_hi=ok, kept_lo=~ok,
-        width=jnp.where(halved, hi - lo, c.width),
-        stalls=jnp.where(halved, 0, c.stalls + 1),
-        steps=c.steps + 1,
-        c_lo=jnp.where(ok, n, c.c_lo), c_hi=jnp.where(ok, c.c_hi, n))
-    return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
-
-  zeros = jnp.zeros([n_seg], jnp.int32)
-  falses = jnp.zeros([n_seg], bool)
-  n0 = count_ge(lo0)
-  init = _Carry(lo=lo0, hi=hi0, f_lo=(n0 - k).astype(jnp.float32),
-                f_hi=(-k).astype(jnp.float32), kept_hi=falses,
-                kept_lo=falses, width=hi0 - lo0, stalls=zeros, steps=zeros,
-                c_lo=n0, c_hi=zeros)
-  found = lax.while_loop(lambda c: jnp.any(searching(c)), step, init)
+  found = _threshold_each(lambda t, active: count_ge(t), hi0, k)
   t_rows = found.lo[seg][:, None]
-  # As in `top_k_masks`: exact counts from the search, no extra pass.
-  ties = (found.c_lo > k) & (k > 0)
-  need = k - found.c_hi
-
-  # Among ties at t, the first `need` by position: the smallest J with
-  # count(key == t and pos < J) >= need, per segment.
-  def index_step(carry):
-    lo, hi = carry
-    mid = lo + (hi - lo) // 2
-    ok = count((keys == t_rows) & (pos < mid[seg][:, None])) >= need
-    busy = lo < hi
-    return (jnp.where(busy & ~ok, mid + 1, lo),
-            jnp.where(busy & ok, mid, hi))
-
-  start = jnp.where(ties, 0, seg_size).astype(jnp.int32)
-  j, _ = lax.while_loop(lambda c: jnp.any(c[0] < c[1]), index_step,
-                        (start, seg_size))
+  j = _first_ties_each(
+      lambda mid, busy: count((keys == t_rows) & (pos < mid[seg][:, None])),
+      found, k, seg_size)
   sel = (keys > t_rows) | ((keys == t_rows) & (pos < j[seg][:, None]))
   return sel & (keys != _EXCLUDED) & (k[seg] > 0)[:, None]
+
+
+def top_k_rows(scores: Sequence[jax.Array], k: Sequence[jax.Array],
+               valid: Optional[Sequence[Optional[jax.Array]]] = None
+               ) -> list[jax.Array]:
+  """Per layer top-k of many layers, all in one threshold search.
+
+  Selects what ``jax.vmap(top_k_mask)(scores[i], k[i], valid[i])`` selects
+  for every ``i`` (each row of ``scores[i]``, flattened, is one selection;
+  ties by position), in one compiled loop instead of one per array: the
+  program of a many-layer model's mask update compiles several times
+  faster. Each array's counting pass runs only while one of its rows is
+  still searching, so the passes are those of the separate searches.
+
+  Args:
+    scores: float or int32 arrays ``(L_i, ...)``; negative and NaN count
+      as 0.
+    k: int arrays ``(L_i,)``: how many to select in each row (traced;
+      values above a row's valid positions select all of them).
+    valid: optional bool arrays shaped like ``scores``.
+
+  Returns:
+    Bool arrays shaped like ``scores``, with exactly ``min(k[i][r], #valid)``
+    True entries in row ``r`` of array ``i``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from rigl_jax import selection
+    >>> a = jnp.array([[3., 1., 2.], [0., 5., 5.]])
+    >>> b = jnp.array([[[1., 1.], [4., 1.]]])
+    >>> out = selection.top_k_rows([a, b], [jnp.array([2, 1]), jnp.array([2])])
+    >>> [o.astype(int).tolist() for o in out]
+    [[[1, 0, 1], [0, 1, 0]], [[[1, 0], [1, 0]]]]
+  """
+  if valid is None:
+    valid = [None] * len(scores)
+  keys, spans, start = [], [], 0
+  for s, v in zip(scores, valid):
+    rows = s.shape[0]
+    if s.size // max(rows, 1) >= 2**31:
+      raise ValueError(f'top_k_rows takes rows of fewer than 2**31 entries, '
+                       f'got an array of shape {s.shape}')
+    keys.append(_keys(s, v).reshape(rows, -1))
+    spans.append((start, start + rows))
+    start += rows
+  if not keys:
+    return []
+  k_all = jnp.concatenate([jnp.asarray(x, jnp.int32).reshape(-1) for x in k])
+  size = jnp.concatenate([jnp.full([b - a], key.shape[1], jnp.int32)
+                          for key, (a, b) in zip(keys, spans)])
+
+  pos = [lax.iota(jnp.int32, key.shape[1])[None, :] for key in keys]
+
+  def count(pred, active):
+    """Per row, the entries where ``pred(i, rows)`` holds (array ``i``, its
+    rows' slice of the per-row vectors); an array none of whose rows is
+    active is skipped (its rows read 0)."""
+    return jnp.concatenate([
+        lax.cond(jnp.any(active[a:b]),
+                 functools.partial(lambda i, r: row_counts(pred(i, r)), i,
+                                   slice(a, b)),
+                 functools.partial(jnp.zeros, [b - a], jnp.int32))
+        for i, (a, b) in enumerate(spans)])
+
+  hi0 = jnp.maximum(jnp.concatenate(
+      [jnp.max(key, axis=1, initial=_EXCLUDED) for key in keys]), 0) + 1
+  found = _threshold_each(
+      lambda t, active: count(lambda i, r: keys[i] >= t[r, None], active),
+      hi0, k_all)
+  t = found.lo
+  ends = _first_ties_each(
+      lambda mid, busy: count(lambda i, r: (keys[i] == t[r, None]) & (
+          pos[i] < mid[r, None]), busy),
+      found, k_all, size)
+  out = []
+  for s, key, p, (a, b) in zip(scores, keys, pos, spans):
+    ta, ea = t[a:b, None], ends[a:b, None]
+    sel = (key > ta) | ((key == ta) & (p < ea))
+    sel = sel & (key != _EXCLUDED) & (k_all[a:b] > 0)[:, None]
+    out.append(sel.reshape(s.shape))
+  return out
