@@ -121,6 +121,35 @@ class _Carry(NamedTuple):
   c_hi: Any            # count(>= hi)   `counts.Count` in the global search)
 
 
+def _probe(c: _Carry) -> jax.Array:
+  """Where the search counts next: the secant's key, or the bracket's
+  middle after two steps that failed to halve it (or `_SECANT_STEPS`
+  steps); strictly inside the bracket while it is searching."""
+  secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
+                   (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
+  bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
+  return jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
+                  c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1))
+
+
+def _advance(c: _Carry, mid: jax.Array, n: Any, f: jax.Array,
+             ok: jax.Array, where_count: Callable) -> _Carry:
+  """The bracket after counting ``n`` keys >= ``mid`` (``f``: n - k as
+  float32; ``ok``: n >= k): the Illinois rule, the end that stays put twice
+  has its weight halved."""
+  lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
+  halved = hi - lo <= c.width // 2
+  return _Carry(
+      lo=lo, hi=hi,
+      f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
+      f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
+      kept_hi=ok, kept_lo=~ok,
+      width=jnp.where(halved, hi - lo, c.width),
+      stalls=jnp.where(halved, 0, c.stalls + 1),
+      steps=c.steps + 1,
+      c_lo=where_count(ok, n, c.c_lo), c_hi=where_count(ok, c.c_hi, n))
+
+
 def _threshold(count: Callable[[jax.Array], counts.Count], hi0: jax.Array,
                k: counts.Count) -> _Carry:
   """A key t with count(key >= t) >= k, and == k unless ties straddle it.
@@ -149,25 +178,9 @@ def _threshold(count: Callable[[jax.Array], counts.Count], hi0: jax.Array,
     return (c.hi - c.lo > 1) & (c.f_lo > 0) & positive
 
   def step(c):
-    secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
-                     (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
-    bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
-    mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
-                   c.lo + 1, c.hi - 1)
+    mid = _probe(c)
     n = count(mid)
-    f = excess(n)
-    ok = counts.ge(n, k)
-    lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
-    halved = hi - lo <= c.width // 2
-    return _Carry(
-        lo=lo, hi=hi,
-        f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
-        f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
-        kept_hi=ok, kept_lo=~ok,
-        width=jnp.where(halved, hi - lo, c.width),
-        stalls=jnp.where(halved, 0, c.stalls + 1),
-        steps=c.steps + 1,
-        c_lo=counts.where(ok, n, c.c_lo), c_hi=counts.where(ok, c.c_hi, n))
+    return _advance(c, mid, n, excess(n), counts.ge(n, k), counts.where)
 
   zero = jnp.zeros([], jnp.int32)
   n0 = count(lo0)
@@ -201,25 +214,10 @@ def _threshold_each(count_ge: Callable[[jax.Array, jax.Array], jax.Array],
 
   def step(c):
     active = searching(c)
-    secant = c.lo + ((c.hi - c.lo).astype(jnp.float32) *
-                     (c.f_lo / (c.f_lo - c.f_hi))).astype(jnp.int32)
-    bisect = (c.stalls >= 2) | (c.steps >= _SECANT_STEPS)
-    mid = jnp.clip(jnp.where(bisect, c.lo + (c.hi - c.lo) // 2, secant),
-                   c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1))
+    mid = _probe(c)
     n = count_ge(mid, active)
     f = (n - k).astype(jnp.float32)
-    ok = f >= 0
-    lo, hi = jnp.where(ok, mid, c.lo), jnp.where(ok, c.hi, mid)
-    halved = hi - lo <= c.width // 2
-    new = _Carry(
-        lo=lo, hi=hi,
-        f_lo=jnp.where(ok, f, jnp.where(c.kept_lo, 0.5 * c.f_lo, c.f_lo)),
-        f_hi=jnp.where(ok, jnp.where(c.kept_hi, 0.5 * c.f_hi, c.f_hi), f),
-        kept_hi=ok, kept_lo=~ok,
-        width=jnp.where(halved, hi - lo, c.width),
-        stalls=jnp.where(halved, 0, c.stalls + 1),
-        steps=c.steps + 1,
-        c_lo=jnp.where(ok, n, c.c_lo), c_hi=jnp.where(ok, c.c_hi, n))
+    new = _advance(c, mid, n, f, f >= 0, jnp.where)
     return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
 
   zeros = jnp.zeros(k.shape, jnp.int32)
