@@ -54,6 +54,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'reference': the official code's ERK zero budget and per-layer zero
   # counts (floor(s * N_l)), for its masks bit for bit.
   config.sparsity.sparsity_budget = 'exact'
+  # sparsify's leak check (a host callback on each mask update, which keeps
+  # JAX's persistent compilation cache from storing the step): off, because
+  # the experiment's optimizer has sparsify as its last transformation
+  # (rigl_jax/experiment/optimizers.py), so no later one can leak.
+  config.sparsity.check_leaks = False
   # Method hyperparameters (each method reads its own).
   # What new connections start at: 'zeros', 'random_normal', 'random_uniform'
   # (RigL also 'grad_scale', 'grad_sign'), each optionally '_K'-divided.

@@ -397,6 +397,7 @@ def sparsify(inner: optax.GradientTransformation,
              erk_power_scale: float = 1.0,
              sparsity_budget: str = 'exact',
              structure: Any = 'unstructured',
+             check_leaks: bool = True,
              **method_kwargs: Any,
              ) -> SparseTransformation:
   """Wraps ``inner`` so that it trains a sparse network.
@@ -442,6 +443,15 @@ def sparsify(inner: optax.GradientTransformation,
       sparse layer keeps exactly N nonzeros in each group of M along its
       input dimension (see `rigl_jax.structure`); ``sparsity`` must then be
       1 - N/M.
+    check_leaks: on each mask update, count the weights that the masks
+      exclude but that are nonzero, and stop training with a `ValueError`
+      naming the fix if there are any (a transformation after ``sparsify``
+      in an ``optax.chain`` changed its updates). The count goes to the host
+      through a `jax.pure_callback`, and JAX's persistent compilation cache
+      never stores a program that holds a host callback: pass False, once
+      ``sparsify`` is known to be the chain's last transformation, to let
+      the step be cached (a restarted job then loads it instead of compiling
+      the mask update again).
     **method_kwargs: the method's hyperparameters, e.g. ``snfs_momentum``
       (0.9), ``pruning_scope`` (``'layer'`` or ``'global'``),
       ``srigl_min_salient`` (0.3), ``topkast_penalty`` (1e-4); each
@@ -501,6 +511,9 @@ def sparsify(inner: optax.GradientTransformation,
       raise ValueError('custom_sparsity cannot be combined with an N:M '
                        'structure; exclude layers with is_sparse instead')
   m.validate(structure=struct, custom_sparsity=custom_sparsity)
+  if not isinstance(check_leaks, (bool, np.bool_)):
+    raise ValueError(f'check_leaks must be True or False; got '
+                     f'{check_leaks!r}')
   seed = int(seed)
   # Methods whose new connections start at other values than 0 return them
   # from the mask update as well.
@@ -814,8 +827,9 @@ def sparsify(inner: optax.GradientTransformation,
     (params_l, grads_l, masks_l, aux_l, updates_l, step, key
      ) = jax.lax.optimization_barrier(
          (params_l, grads_l, masks_l, aux_l, updates_l, step, key))
-    checked = _leak_check(mask_update_lib.leaked(params_l, masks_l), step,
-                          tuple(lf.path for lf in leaves))
+    checked = (_leak_check(mask_update_lib.leaked(params_l, masks_l), step,
+                           tuple(lf.path for lf in leaves)) if check_leaks
+               else jnp.zeros([], jnp.int32))
     stepped = [p + u.astype(p.dtype) for p, u in zip(params_l, updates_l)]
     ctx = methods_lib.MaskContext(
         weights=params_l, stepped=stepped, grads=grads_l, masks=masks_l,

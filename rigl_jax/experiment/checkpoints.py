@@ -45,6 +45,7 @@ RESUMABLE_FIELDS = (
     'keep_checkpoints', 'tune_cpu_allocator', 'mesh', 'sharding',
     'data.tfds_data_dir', 'data.eval_batch_size', 'eval_split',
     'on_nonfinite', 'profile_steps',
+    'sparsity.check_leaks',  # stops a run or not; never changes its results
 )
 
 

@@ -184,6 +184,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         'seed': integer(0, none_ok=True),
         'erk_power_scale': number(0, float('inf')),
         'sparsity_budget': choice(*distributions.BUDGETS),
+        'check_leaks': boolean,
         'grow_init': parsed_by(
             lambda v: methods.base.parse_grow_init(
                 v, methods.base.ALL_GROW_INITS),

@@ -160,4 +160,9 @@ def test_default_config_declares_every_sparsify_field_with_its_default():
   for field, default in rigl_jax.transform.config_defaults().items():
     if field in ('end_step', 'seed'):
       continue  # not a config field / derived from the run (steps, seed)
+    if field == 'check_leaks':
+      # Off in main.py: its optimizer has sparsify last, and without the
+      # host callback the mask-update step is persistently cached.
+      assert sparsity[field] is False
+      continue
     assert sparsity[field] == default, field
