@@ -62,6 +62,10 @@ def test_bundled_fashion_mnist_loads():
   assert train_images.max() == 255 and train_images.min() == 0
   # First training label of the official file is 9 (ankle boot).
   assert train_labels[0] == 9 and test_labels[0] == 9
+  # A short run reads (and decompresses) only the examples it trains on.
+  head_images, head_labels = fashion_mnist.load('train', count=3000)
+  np.testing.assert_array_equal(head_images, train_images[:3000])
+  np.testing.assert_array_equal(head_labels, train_labels[:3000])
 
   ds = data.get_data(_config('fashion_mnist'), seed=0, process_index=0,
                      process_count=1)

@@ -1,8 +1,10 @@
 """Fashion-MNIST from the files bundled with rigl_jax (no download).
 
 The four original IDX files (Xiao et al., 2017; (c) Zalando SE, MIT license),
-xz-compressed, are read once per process, checked against their SHA-256, and
-kept in memory as uint8; batches are normalized on the fly.
+xz-compressed, are checked against their SHA-256 and decompressed once per
+process, only as far as the run reads them (the first ``train_fraction`` of
+the training set), and kept in memory as uint8; batches are normalized on
+the fly.
 
 References:
   Xiao, Rasul & Vollgraf, Fashion-MNIST: a Novel Image Dataset for
@@ -27,41 +29,56 @@ IMAGE_SHAPE = _SPEC.image_shape
 _SPLITS = {'train': 'train', 'test': 't10k'}
 
 
-def _parse_idx(data: bytes, name: str) -> np.ndarray:
-  """Parses an uncompressed IDX file of unsigned bytes.
+def _read_idx(stem: str, data_dir: pathlib.Path | str | None,
+              count: int | None = None) -> np.ndarray:
+  """Reads, checks and parses one bundled IDX file (`<stem>.xz`).
+
+  The compressed file is checked against its SHA-256 first; then only as
+  much of it is decompressed as the first ``count`` records need (xz
+  decompresses at ~35 MB/s here: the whole training images take 1.3 s,
+  the 5% a short run trains on 0.07 s).
 
   Args:
-    data: the file's bytes.
-    name: the file's name, for error messages.
+    stem: the file's name without ``.xz``.
+    data_dir: folder of the bundled files; `bundled.BUNDLED_DIR` if None.
+    count: how many records to read from the start; None for all.
 
   Returns:
-    The uint8 array with the shape stored in the header.
+    The uint8 array with the shape stored in the header (its first
+    dimension cut to ``count``).
   """
-  if len(data) < 4 or data[:3] != b'\x00\x00\x08':
-    raise ValueError(f'{name} is not an IDX file of unsigned bytes')
-  ndim = data[3]
-  dims = np.frombuffer(data, '>u4', count=ndim, offset=4)
-  offset = 4 + 4 * ndim
-  if len(data) - offset != int(np.prod(dims)):
-    raise ValueError(f'{name}: IDX header does not match its size')
-  return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
-
-
-def _read_idx(stem: str, data_dir: pathlib.Path | str | None) -> np.ndarray:
-  """Reads, checks and parses one bundled IDX file (`<stem>.xz`)."""
   name = f'fashion_mnist/{stem}.xz'
-  return _parse_idx(
-      lzma.decompress(bundled.read_verified(name, data_dir)), name)
+  stream = lzma.LZMADecompressor()
+  first = stream.decompress(bundled.read_verified(name, data_dir),
+                            max_length=4)
+
+  def read(n: int) -> bytes:
+    out = stream.decompress(b'', max_length=n) if n else b''
+    if len(out) != n:
+      raise ValueError(f'{name}: IDX header does not match its size')
+    return out
+
+  if len(first) < 4 or first[:3] != b'\x00\x00\x08':
+    raise ValueError(f'{name} is not an IDX file of unsigned bytes')
+  dims = [int(d) for d in np.frombuffer(read(4 * first[3]), '>u4')]
+  if count is not None:
+    dims[0] = min(dims[0], count)
+  body = read(int(np.prod(dims)))
+  if count is None and not stream.eof and stream.decompress(b'', 1):
+    raise ValueError(f'{name}: IDX header does not match its size')
+  return np.frombuffer(body, np.uint8).reshape(dims)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def load(split: str, data_dir: pathlib.Path | str | None = None,
-         ) -> tuple[np.ndarray, np.ndarray]:
-  """Loads one split of the bundled Fashion-MNIST.
+         count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Loads one split of the bundled Fashion-MNIST, or its first examples.
 
   Args:
     split: 'train' (60000 examples) or 'test' (10000).
     data_dir: folder of the bundled files; `bundled.BUNDLED_DIR` if None.
+    count: read only the first ``count`` examples (None: all); only that
+      much of the files is decompressed.
 
   Returns:
     (images uint8 (N, 28, 28, 1), labels int32 (N,)), read-only.
@@ -73,8 +90,8 @@ def load(split: str, data_dir: pathlib.Path | str | None = None,
     raise ValueError(f'unknown Fashion-MNIST split {split!r}; valid splits: '
                      f'{", ".join(_SPLITS)}')
   prefix = _SPLITS[split]
-  images = _read_idx(f'{prefix}-images-idx3-ubyte', data_dir)
-  labels = _read_idx(f'{prefix}-labels-idx1-ubyte', data_dir)
+  images = _read_idx(f'{prefix}-images-idx3-ubyte', data_dir, count)
+  labels = _read_idx(f'{prefix}-labels-idx1-ubyte', data_dir, count)
   images = images.reshape(-1, *IMAGE_SHAPE)
   labels = labels.astype(np.int32)
   labels.flags.writeable = False
@@ -112,10 +129,8 @@ def get_data(*, batch_size: int, eval_batch_size: int, train_fraction: float,
   Returns:
     The `Data` with eval split 'test'.
   """
-  train_images, train_labels = load('train', data_dir)
-  num_train = max(1, int(len(train_labels) * train_fraction))
-  train_images = train_images[:num_train]
-  train_labels = train_labels[:num_train]
+  num_train = max(1, int(_SPEC.num_train * train_fraction))
+  train_images, train_labels = load('train', data_dir, num_train)
   eval_sets = {'test': load('test', data_dir)}
 
   def gather(images: np.ndarray, labels: np.ndarray) -> in_memory.GetBatch:
