@@ -43,6 +43,45 @@ if not os.environ.get('RIGL_JAX_TEST_XLA_DEFAULTS'):
     os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 
+# The suite's longest tests (20-60 s each here: runs of main.py killed and
+# resumed, the 8-device mesh, the benchmark smoke test), in this order
+# before all others. pytest-xdist (`--dist worksteal`, pytest.ini) splits
+# the tests in collection order; collected last, as their folders sort, one
+# of them started when the other worker had little left and kept the suite
+# running on one worker for up to a minute. The three tests that read the
+# 8-device runs come first and together, so that they run on one worker
+# (the other waited for the first to build the runs: 35 s).
+_LONGEST_FIRST = (
+    'tests/experiment/test_sharding.py::test_meshes_give',
+    'tests/experiment/test_sharding.py::test_model_axis',
+    'tests/experiment/test_sharding.py::test_checkpoint_from_8x1',
+    'tests/experiment/test_reliability.py::test_sigkill',
+    'tests/experiment/test_ticket_resume.py',
+    'tests/analysis/test_benchmarks.py::test_sparse_step',
+    'tests/core/test_properties.py',
+    'tests/experiment/test_train.py::test_token_lm',
+    'tests/experiment/test_train.py::test_default_run',
+    'tests/core/test_srigl.py::test_constant_fan_in',
+    'tests/core/test_granet.py',
+    'tests/experiment/test_train.py::test_shakespeare_lstm',
+    'tests/experiment/test_train.py::test_one_step_on_each_tfds',
+    'tests/experiment/test_configs.py::test_every_model',
+    'tests/experiment/test_tickets.py',
+    'tests/experiment/test_multihost.py',
+    'tests/experiment/test_sweep.py',
+)
+
+
+def pytest_collection_modifyitems(items):
+  """Moves `_LONGEST_FIRST` to the front (a stable sort: the rest keep
+  their order)."""
+  def rank(item):
+    return next((i for i, prefix in enumerate(_LONGEST_FIRST)
+                 if item.nodeid.startswith(prefix)), len(_LONGEST_FIRST))
+
+  items.sort(key=rank)
+
+
 @pytest.fixture(scope='session')
 def built_once(tmp_path_factory) -> Callable[[str, Callable], pathlib.Path]:
   """``built_once(name, build)``: a folder `build(path)` fills once per run.

@@ -70,3 +70,11 @@ def test_sparse_inference_prints_interleaved_speed_ups():
                     r'\*\*([\d.]+)x\*\* \|.*\*\*([\d.]+)x\*\* \|$', out, re.M)
   assert [r[0] for r in rows] == ['SRigL, condensed', 'SRigL, CSR'], out
   assert all(float(b1) > 0 and float(bn) > 0 for _, b1, bn in rows)
+
+
+@pytest.mark.slow
+def test_compile_cache_prints_both_settings():
+  out = _run('benchmarks/compile_cache.py', '--kernels', '3')
+  for check in ('True', 'False'):
+    assert re.search(rf'check_leaks={check}\s+first\s+[\d.]+ s\s+'
+                     r'restarted\s+[\d.]+ s', out), out
