@@ -22,12 +22,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rigl_jax.experiment import cli
 from rigl_jax.experiment import console
-console.import_tensorflow_quietly()  # clu and tfds load it
-from rigl_jax.experiment import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rigl_jax.experiment import preemption  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rigl_jax.experiment import ticket_search  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rigl_jax.experiment import preemption
+# Light: the config sections and the choice of search, not the drivers.
+from rigl_jax.experiment import ticket_search
+from rigl_jax.experiment import validation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
@@ -57,9 +57,14 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   try:
+    # A bad config fails here, in seconds, before the training loop and
+    # TensorFlow (which clu and tfds load: ~5 s) are imported.
+    validation.validate(FLAGS.config)
+    console.import_tensorflow_quietly()
     if FLAGS.config.get('ticket_search') is not None:  # 'cs' or 'imp'
       results = ticket_search.run(FLAGS.config, FLAGS.workdir)
     else:
+      from rigl_jax.experiment import train  # pylint: disable=g-import-not-at-top
       results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except ValueError as e:  # bad config, data, checkpoint or NaN: one line
     print(f'error: {e}', file=sys.stderr)

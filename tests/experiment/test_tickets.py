@@ -415,7 +415,8 @@ def test_bad_ticket_search_is_one_clear_value_error(tmp_path):
       capture_output=True, text=True, cwd=REPO, timeout=120)
   assert proc.returncode == 2
   err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert len(err) == 1 and "valid choices are ['cs', 'imp']" in err[0]
+  assert len(err) == 1, err
+  assert "ticket_search = 'lottery'" in err[0] and "['cs', 'imp']" in err[0]
   assert 'Traceback' not in proc.stderr
 
 

@@ -148,8 +148,8 @@ def test_token_lm_on_lm1b_reports_perplexity(tmp_path):
   assert results['global_sparsity'] == pytest.approx(0.9, abs=0.02)
 
 
-def _main(tmp_path, *overrides, workdir=None):
-  cmd = [sys.executable, os.path.join(REPO, 'main.py'),
+def _main(tmp_path, *overrides, workdir=None, python_flags=()):
+  cmd = [sys.executable, *python_flags, os.path.join(REPO, 'main.py'),
          '--config', os.path.join(REPO, 'configs', 'default.py'),
          '--workdir', workdir or str(tmp_path / 'wd'),
          '--config.num_train_steps=2', '--config.data.train_fraction=0.01',
@@ -204,11 +204,18 @@ def test_default_run_prints_a_short_console_without_library_chatter(
                  marks=pytest.mark.slow),
 ])
 def test_bad_config_one_clear_line(tmp_path, override, needles):
-  proc = _main(tmp_path, override)
+  proc = _main(tmp_path, override, python_flags=('-X', 'importtime'))
   assert proc.returncode == 2
   err = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(err) == 1 and all(n in err[0] for n in needles), err
   assert 'Traceback' not in proc.stderr
+  # Found before the training loop and TensorFlow load (old code: after
+  # ~5 s of importing them).
+  imported = re.findall(r'^import time:.*\| +(\S+)$', proc.stderr, re.M)
+  assert 'rigl_jax.experiment.validation' in imported
+  assert 'rigl_jax.experiment.train' not in imported
+  assert 'tensorflow' not in imported
+  assert not os.path.exists(tmp_path / 'wd')
 
 
 def test_unwritable_workdir_and_nothing_destroyed(tmp_path):

@@ -16,32 +16,42 @@ lottery-ticket procedure.
 Each driver writes ``<workdir>/results.json`` after every round (with
 ``"complete": false`` until the end); see `run_imp` and `run_cs`.
 
-One driver per method: `imp_driver` (IMP), `cs_driver` (CS); `common` holds
-what they share (config sections, `prepare`, `snapshot`, `rewind`,
-`train_to`).
+One driver per method: `imp_driver` (IMP), `cs_driver` (CS); `schema` holds
+their config sections, `common` what else they share (`prepare`,
+`snapshot`, `rewind`, `train_to`).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import ml_collections
 
-from rigl_jax.experiment.ticket_search.common import CONFIG_SECTIONS
-from rigl_jax.experiment.ticket_search.common import DEFAULTS
-from rigl_jax.experiment.ticket_search.common import prepare
-from rigl_jax.experiment.ticket_search.common import rewind
-from rigl_jax.experiment.ticket_search.common import Setup
-from rigl_jax.experiment.ticket_search.common import snapshot
-from rigl_jax.experiment.ticket_search.common import TICKET_SEARCHES
-from rigl_jax.experiment.ticket_search.common import train_to
-from rigl_jax.experiment.ticket_search.cs_driver import make_search_step
-from rigl_jax.experiment.ticket_search.cs_driver import run_cs
-from rigl_jax.experiment.ticket_search.cs_driver import SearchState
-from rigl_jax.experiment.ticket_search.imp_driver import run_imp
-# The core rules the drivers use (tests patch them here).
+# The config sections (light: `main.py` checks a config with them before
+# the drivers load) and the core rules the drivers use (tests patch them
+# here).
+from rigl_jax.experiment.ticket_search.schema import CONFIG_SECTIONS
+from rigl_jax.experiment.ticket_search.schema import DEFAULTS
+from rigl_jax.experiment.ticket_search.schema import TICKET_SEARCHES
 from rigl_jax.tickets import cs
 from rigl_jax.tickets import imp
+
+# The drivers and what they share import the training loop (and, through
+# clu, TensorFlow): loaded on first use (PEP 562).
+_LAZY = {
+    'Setup': 'common', 'prepare': 'common', 'rewind': 'common',
+    'snapshot': 'common', 'train_to': 'common',
+    'SearchState': 'cs_driver', 'make_search_step': 'cs_driver',
+    'run_cs': 'cs_driver', 'run_imp': 'imp_driver',
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY:
+    module = importlib.import_module(f'{__name__}.{_LAZY[name]}')
+    return getattr(module, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -53,9 +63,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   kind = config.get('ticket_search')
   if kind == 'cs':
-    return run_cs(config, workdir)
+    return __getattr__('run_cs')(config, workdir)
   if kind == 'imp':
-    return run_imp(config, workdir)
+    return __getattr__('run_imp')(config, workdir)
   raise ValueError(f'unknown ticket_search {kind!r}; valid choices are '
                    f'{list(TICKET_SEARCHES)}')
 

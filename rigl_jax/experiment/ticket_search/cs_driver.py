@@ -23,6 +23,7 @@ from rigl_jax.experiment import preemption
 from rigl_jax.experiment import train
 from rigl_jax.experiment.ticket_search import common
 from rigl_jax.experiment.ticket_search import progress as progress_lib
+from rigl_jax.experiment.ticket_search import schema
 from rigl_jax.tickets import cs
 
 
@@ -112,7 +113,7 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   t_start = time.time()
   setup = common.prepare(config, workdir)  # validates config.cs too
-  c = common.section(config, 'cs')
+  c = schema.section(config, 'cs')
   lambdas = [float(x) for x in (c['lambdas'] if isinstance(
       c['lambdas'], (list, tuple)) else [c['lambdas']])]
   rounds, s0 = c['rounds'], float(c['mask_init'])

@@ -15,6 +15,7 @@ from rigl_jax.experiment import console
 from rigl_jax.experiment import preemption
 from rigl_jax.experiment.ticket_search import common
 from rigl_jax.experiment.ticket_search import progress as progress_lib
+from rigl_jax.experiment.ticket_search import schema
 from rigl_jax.tickets import imp
 
 
@@ -47,7 +48,7 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str
   """
   t_start = time.time()
   setup = common.prepare(config, workdir)  # validates config.imp too
-  c = common.section(config, 'imp')
+  c = schema.section(config, 'imp')
   rounds, fraction, scope = c['rounds'], float(c['prune_fraction']), c['scope']
   k = common.check_int('imp.rewind_step', c['rewind_step'], 0,
                        setup.total_steps)
