@@ -415,15 +415,19 @@ def _drive(cfg, params, grads_list, *, jit=True, init=None):
       for mirror in mirrors:
         assert (np.asarray(jax.tree.leaves(mirror)[i])[grown] == 0).all()
 
-    # Dense leaves: exactly the inner optimizer's update (RigL's mask updates
+    # Dense leaves: the inner optimizer's update (RigL's mask updates
     # replace the weight update, and the inner state stays put; SET and SNFS
-    # apply it first, as the reference code does).
+    # apply it first, as the reference code does). To the last bit but one:
+    # the two computations are fused differently in the step's program, and
+    # XLA:CPU may round one of them an ulp apart (hypothesis found RMSProp
+    # on a dense 5x5 kernel: 0.129348 vs 0.129347 after 3 steps).
     skipped = update and method in SKIPS_WEIGHT_UPDATE
     for i, f in enumerate(flags):
       if not f:
-        np.testing.assert_array_equal(
+        np.testing.assert_allclose(
             np.asarray(jax.tree.leaves(new_params)[i]),
-            np.asarray(jax.tree.leaves(params if skipped else ref_params)[i]))
+            np.asarray(jax.tree.leaves(params if skipped else ref_params)[i]),
+            rtol=1e-6, atol=1e-7)
     # A skipped step holds the parameter-shaped inner state (moments) back;
     # counters (Adam's count) advance on every step.
     ref_state = new_ref_state if not skipped else jax.tree.map(

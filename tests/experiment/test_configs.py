@@ -124,7 +124,9 @@ def test_every_model_takes_a_sparse_train_step(name):
     x = jnp.ones((2, 28, 28, 1) if name in ('lenet5', 'lenet_300_100', 'mlp',
                                              'small_cnn') else (2, 32, 32, 3))
   y = jnp.zeros((2, 6) if tokens else (2,), jnp.int32)
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  # Each piece jitted: one compile each instead of one per eager op.
+  variables = jax.jit(lambda k: model.init(k, x, train=False))(
+      jax.random.PRNGKey(0))
   tx = rigl_jax.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.8,
                      distribution='uniform', update_freq=1, end_step=10,
                      drop_fraction_schedule='constant')
@@ -138,9 +140,9 @@ def test_every_model_takes_a_sparse_train_step(name):
     logits = out[0] if isinstance(out, tuple) else out
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   updates, state = jax.jit(tx.update)(grads, state, params)  # a mask update
-  params = optax.apply_updates(params, updates)
+  params = jax.jit(optax.apply_updates)(params, updates)
   masks = rigl_jax.get_masks(state)
   assert jax.tree.map(lambda m: int(m.sum()), masks) == nnz
   assert float(rigl_jax.get_sparse_state(state).mask_churn) > 0
