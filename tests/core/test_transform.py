@@ -534,6 +534,46 @@ def test_the_users_step_compiles_once(inner, init):
     params, state = step(params, state, helpers.batch(t))
   assert step._cache_size() == 1  # pylint: disable=protected-access
 
+@pytest.mark.parametrize('method', ['rigl', 'set'])
+def test_an_unjitted_loop_traces_the_update_once(method):
+  # Called outside jit (a plain loop, a debugging session), the update ran
+  # op by op: its lax.cond and search loops were traced, lowered and
+  # compiled again on every call (seconds a step for this MLP).
+  tx = rigl_jax.sparsify(optax.sgd(0.1, momentum=0.9), method, sparsity=0.5,
+                         end_step=100, update_freq=2)
+  params, state = rigl_jax.masked_init(tx, helpers.mlp_params())
+  reference = (params, state)
+  lowered = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      lowered.append(event)
+
+  grad_fn = jax.jit(jax.grad(helpers.loss_fn))
+  apply_fn = jax.jit(optax.apply_updates)
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    for t in range(6):
+      if t == 2:  # a plain step and a mask update have run once
+        lowered.clear()
+      grads = grad_fn(params, helpers.batch(t))
+      updates, state = tx.update(grads, state, params)
+      params = apply_fn(params, updates)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert not lowered, f'{len(lowered)} programs lowered in steps 2-5'
+  # The same training as the user's jitted step.
+  step = helpers.make_step(tx)
+  p, s = reference
+  for t in range(6):
+    p, s = step(p, s, helpers.batch(t))
+  for a, b in zip(jax.tree.leaves((params, rigl_jax.get_masks(state))),
+                  jax.tree.leaves((p, rigl_jax.get_masks(s)))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                               atol=1e-7)
+
+
 BAD = [
     (dict(method='lottery', sparsity=0.5, end_step=10), "valid choices are"),
     (dict(method='rigl', sparsity=1.0, end_step=10), r'\[0, 1\)'),
