@@ -135,7 +135,7 @@ def _one_time_program(fn):
   plain = jax.jit(fn)
 
   def call(*args):
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+    if not _is_eager(args):
       return plain(*args)  # inside the caller's jit: its options apply
     backend = jax.default_backend()
     if backend not in jitted:

@@ -1,6 +1,6 @@
-"""What both ticket-search drivers share: building a run (`prepare`), saving and rewinding
-the iterate (`snapshot`, `rewind`), training to a step (`train_to`), and
-writing results."""
+"""What both ticket-search drivers share: building a run (`prepare`),
+saving and rewinding the iterate (`snapshot`, `rewind`), training to a step
+(`train_to`), and writing results. Their config sections are in `schema`."""
 
 from __future__ import annotations
 
