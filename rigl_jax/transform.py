@@ -894,12 +894,11 @@ def sparsify(inner: optax.GradientTransformation,
                                   mask_update, extra_args)
 
     aux = m.update_aux(state.aux, updates, state.masks)
-    active = _masked_list(mask_list, grad_list)
-    new_updates, new_inner = inner.update(
-        jax.tree.unflatten(g_def, active), state.inner_state, params,
-        **extra_args)
     step = optax.safe_increment(state.step)
     if not m.dynamic or mask_update is False:
+      new_updates, new_inner = inner.update(
+          jax.tree.unflatten(g_def, _masked_list(mask_list, grad_list)),
+          state.inner_state, params, **extra_args)
       return mask_update_lib.masked_updates(
           new_updates, params, state.masks, jnp.zeros([], jnp.bool_)), (
               state._replace(step=step, aux=aux, inner_state=_fused_state(
@@ -908,7 +907,6 @@ def sparsify(inner: optax.GradientTransformation,
     # A mask update, as the schedule (or the caller) says.
     due = (jnp.ones([], jnp.bool_) if mask_update else
            schedule.is_update_step(state.step))
-    u_list = paths_lib.flatten(new_updates)[0]
     views = lambda xs: [layers_lib.to_layers(xs[lf.index], lf.axis)
                         for lf in leaves]
     aux_list = ([None] * len(flat) if aux == () else
@@ -922,19 +920,16 @@ def sparsify(inner: optax.GradientTransformation,
 
     def run(ops):
       p_in, g_in, m_in, aux_in, inner_in, step_in, key_in = ops
-      if mask_update:
-        u_in = [u for _, u in u_list]
-      else:
-        # The updates of the stepped weights (which SET, SNFS and pruning
-        # rank), computed again inside the branch: the same pure function
-        # of the same inputs. Passed in as an operand instead, they made
-        # XLA:CPU write the updates out on every step, and the inner state
-        # twice (five passes over each sparse weight instead of two). A
-        # method that does not read them (RigL) drops this work.
-        again, _ = inner.update(
-            jax.tree.unflatten(g_def, _masked_list(m_in, g_in)), inner_in,
-            jax.tree.unflatten(p_def, p_in), **extra_args)
-        u_in = [u for _, u in paths_lib.flatten(again)[0]]
+      # The updates of the stepped weights (which SET, SNFS and pruning
+      # rank), computed inside the branch from the old masks. Passed in as
+      # an operand instead, they made XLA:CPU write the updates out on every
+      # step, and the inner state twice (five passes over each sparse weight
+      # instead of two). A method that does not read them (RigL) drops this
+      # work.
+      again, _ = inner.update(
+          jax.tree.unflatten(g_def, _masked_list(m_in, g_in)), inner_in,
+          jax.tree.unflatten(p_def, p_in), **extra_args)
+      u_in = [u for _, u in paths_lib.flatten(again)[0]]
       new, frac, churn, values = mask_step(
           leaves, views(p_in), views(g_in), views(m_in), aux_in,
           views(u_in), step_in, key_in)
@@ -955,32 +950,58 @@ def sparsify(inner: optax.GradientTransformation,
           _any_member(due), run, keep, operands)
 
     new_list = list(mask_list)
-    changed: list[Any] = [None] * len(flat)
-    grown: list[Any] = [None] * len(flat)
     grow_values: list[Any] = [None] * len(flat)
     for lf, nv, vv in zip(leaves, new_views, value_views):
       new_list[lf.index] = layers_lib.from_layers(nv, lf.axis)
-      changed[lf.index] = new_list[lf.index] != mask_list[lf.index]
-      if custom_grow or m.acc_scale:  # only then are new connections read
-        grown[lf.index] = new_list[lf.index] & ~mask_list[lf.index]
       if vv is not None:
         grow_values[lf.index] = layers_lib.from_layers(vv, lf.axis)
     new_masks = jax.tree.unflatten(m_def, new_list)
-    grown_tree = jax.tree.unflatten(p_def, grown)
     skip = due & m.skips_weight_update
+    # A method that skips the weight update on a mask-update step discards
+    # that step's updates and holds the parameter-shaped inner state, so
+    # its gradients can be masked with the new masks (equal to the old ones
+    # on every other step): the step's fused loops then read one mask per
+    # weight instead of two. A method that applies the step (pruning)
+    # masks the gradients with the masks the weights were trained under.
+    grad_masks = new_list if m.skips_weight_update else mask_list
+    new_updates, new_inner = inner.update(
+        jax.tree.unflatten(g_def, _masked_list(grad_masks, grad_list)),
+        state.inner_state, params, **extra_args)
+    grown = lambda news, olds: jax.tree.unflatten(p_def, [  # pylint: disable=unnecessary-lambda-assignment
+        None if o is None else n & ~o for n, o in zip(news, olds)])
     out_updates = mask_update_lib.masked_updates(
         new_updates, params, new_masks, skip,
-        grown=grown_tree if custom_grow else None,
+        grown=grown(new_list, mask_list) if custom_grow else None,
         grow_values=(jax.tree.unflatten(p_def, grow_values) if custom_grow
                      else None))
-    fresh = inner.init(masks_lib.apply_masks(params, new_masks))
-    inner_state = mask_update_lib.reset_inner_state(
-        inner, state.inner_state, new_inner, fresh,
-        jax.tree.unflatten(p_def, changed), hold=skip, update=due,
-        grown=grown_tree if m.acc_scale else None,
-        grown_value=(jax.tree.unflatten(p_def, [
-            None if g is None else m.acc_scale * g.astype(jnp.float32)
-            for g in grad_list]) if m.acc_scale else None))
+
+    def reset(ops):
+      """The inner state where masks changed (`reset_inner_state`)."""
+      old_inner, stepped_inner, p_in, m_in, n_in, g_in = ops
+      changed = [None if o is None else n != o for n, o in zip(n_in, m_in)]
+      fresh = inner.init(masks_lib.apply_masks(
+          p_in, jax.tree.unflatten(m_def, n_in)))
+      out = mask_update_lib.reset_inner_state(
+          inner, old_inner, stepped_inner, fresh,
+          jax.tree.unflatten(p_def, changed), hold=skip, update=due,
+          grown=grown(n_in, m_in) if m.acc_scale else None,
+          grown_value=(jax.tree.unflatten(p_def, [
+              None if g is None else m.acc_scale * g.astype(jnp.float32)
+              for g in g_in]) if m.acc_scale else None))
+      return jax.tree.map(lambda o, s: o.astype(s.dtype), out, stepped_inner)
+
+    # The reset runs under its own `lax.cond`, only when masks change: on
+    # the plain step the inner state passes through the untaken branch
+    # without a copy and its fused loops read no second mask. As one
+    # select, the reset made every step read the old and the new masks
+    # (2 bytes more per sparse weight than the static step).
+    reset_ops = (state.inner_state, _fused_state(new_inner, state.step),
+                 params, mask_list, new_list, grad_list)
+    if mask_update:
+      inner_state = reset(reset_ops)
+    else:
+      inner_state = jax.lax.cond(_any_member(due), reset,
+                                 lambda ops: ops[1], reset_ops)
     return out_updates, SparseState(
         step=step, masks=new_masks, inner_state=inner_state, aux=aux,
         drop_fraction=frac, mask_churn=churn, key=state.key)
