@@ -214,11 +214,16 @@ def churn(old: Sequence[jax.Array], new: Sequence[jax.Array]) -> jax.Array:
 
 def leaked(weights: Sequence[jax.Array],
            masks: Sequence[jax.Array]) -> jax.Array:
-  """Nonzero weights at masked positions, per leaf (int32 ``(leaves,)``)."""
+  """Nonzero weights at masked positions, per leaf: int32 ``(2, leaves)``,
+  all of them (row 0) and those that are NaN or infinite (row 1: a
+  diverged run, not a transformation after `sparsify`)."""
   if not masks:
-    return jnp.zeros([0], jnp.int32)
-  return jnp.stack([selection.count_true((w != 0) & ~m)
-                    for w, m in zip(weights, masks)])
+    return jnp.zeros([2, 0], jnp.int32)
+  return jnp.stack([
+      jnp.stack([selection.count_true((w != 0) & ~m) for w, m in
+                 zip(weights, masks)]),
+      jnp.stack([selection.count_true(~jnp.isfinite(w) & ~m) for w, m in
+                 zip(weights, masks)])])
 
 
 def masked_updates(updates: Any, params: Any, masks: Any,

@@ -348,11 +348,22 @@ def _report_leak(counts, step, *, names: tuple[str, ...]) -> np.ndarray:
   Returns zeros shaped like ``step`` (one per vmapped member), which the
   program then reads, so that the call is not dropped as unused.
   """
-  counts = np.asarray(counts).reshape(-1, len(names))
-  bad = [(n, int(c)) for n, c in zip(names, counts.max(axis=0)) if c > 0]
+  counts = np.asarray(counts).reshape(-1, 2, len(names)).max(axis=0)
+  step = int(np.max(step))
+  bad = [(n, int(c)) for n, c in zip(names, counts[0]) if c > 0]
+  nonfinite = [(n, int(c)) for n, c in zip(names, counts[1]) if c > 0]
+  if nonfinite:
+    raise ValueError(
+        f'rigl_jax: at step {step} weights are NaN or infinite '
+        f'({nonfinite[:4]} at positions the masks exclude): training '
+        'diverged. Lower the learning rate, clip the gradients inside '
+        'sparsify(optax.chain(optax.clip_by_global_norm(1.0), ...)), and '
+        'leave rigl_acc_scale at 0 unless every parameter-shaped state of '
+        'the optimizer may start at a multiple of the gradient (momentum '
+        "may; Adam's second moment, which must stay non-negative, may not).")
   if bad:
     raise ValueError(
-        f'rigl_jax: at step {int(np.max(step))} weights that the masks '
+        f'rigl_jax: at step {step} weights that the masks '
         f'exclude are nonzero ({bad[:4]} nonzero weights): a transformation '
         'after sparsify(...) in an optax.chain changed its updates (e.g. '
         'optax.scale, scale_by_learning_rate, clip, add_decayed_weights or '

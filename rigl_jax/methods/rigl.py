@@ -30,7 +30,10 @@ def rigl(grow_init: str = 'zeros', noise_std: float = base.DROP_NOISE_STD,
       leaf shaped like the params: momentum) starts at this times the dense
       gradient instead of 0: the reference's ``initial_acc_scale``
       (`reset_momentum`, lines 555-564), meant for momentum SGD, with a
-      value between 0 and 1 / (1 - momentum). 0 (default): zeros.
+      value between 0 and 1 / (1 - momentum). 0 (default): zeros. With
+      Adam it sets the second moment to a multiple of the gradient too, as
+      the reference sets every slot: negative entries, NaN updates (the
+      mask update then stops training with a message that says so).
 
   Returns:
     The method.
