@@ -932,11 +932,10 @@ def sparsify(inner: optax.GradientTransformation,
     def run(ops):
       p_in, g_in, m_in, aux_in, inner_in, step_in, key_in = ops
       # The updates of the stepped weights (which SET, SNFS and pruning
-      # rank), computed inside the branch from the old masks. Passed in as
-      # an operand instead, they made XLA:CPU write the updates out on every
-      # step, and the inner state twice (five passes over each sparse weight
-      # instead of two). A method that does not read them (RigL) drops this
-      # work.
+      # rank), computed inside the branch from the old masks: an operand
+      # computed outside made XLA:CPU write the updates out on every step,
+      # and the inner state twice. A method that does not read them (RigL)
+      # drops this work.
       again, _ = inner.update(
           jax.tree.unflatten(g_def, _masked_list(m_in, g_in)), inner_in,
           jax.tree.unflatten(p_def, p_in), **extra_args)
