@@ -906,10 +906,16 @@ def sparsify(inner: optax.GradientTransformation,
 
     aux = m.update_aux(state.aux, updates, state.masks)
     step = optax.safe_increment(state.step)
+
+    def inner_step(masks_l, grads_l, inner_state, params_l):
+      """The inner optimizer on the gradients of the active weights."""
+      return inner.update(
+          jax.tree.unflatten(g_def, _masked_list(masks_l, grads_l)),
+          inner_state, jax.tree.unflatten(p_def, params_l), **extra_args)
+
     if not m.dynamic or mask_update is False:
-      new_updates, new_inner = inner.update(
-          jax.tree.unflatten(g_def, _masked_list(mask_list, grad_list)),
-          state.inner_state, params, **extra_args)
+      new_updates, new_inner = inner_step(mask_list, grad_list,
+                                          state.inner_state, param_list)
       return mask_update_lib.masked_updates(
           new_updates, params, state.masks, jnp.zeros([], jnp.bool_)), (
               state._replace(step=step, aux=aux, inner_state=_fused_state(
@@ -936,9 +942,7 @@ def sparsify(inner: optax.GradientTransformation,
       # computed outside made XLA:CPU write the updates out on every step,
       # and the inner state twice. A method that does not read them (RigL)
       # drops this work.
-      again, _ = inner.update(
-          jax.tree.unflatten(g_def, _masked_list(m_in, g_in)), inner_in,
-          jax.tree.unflatten(p_def, p_in), **extra_args)
+      again, _ = inner_step(m_in, g_in, inner_in, p_in)
       u_in = [u for _, u in paths_lib.flatten(again)[0]]
       new, frac, churn, values = mask_step(
           leaves, views(p_in), views(g_in), views(m_in), aux_in,
@@ -953,11 +957,13 @@ def sparsify(inner: optax.GradientTransformation,
                 for v in old_views]
       return old_views, state.drop_fraction, state.mask_churn, values
 
-    if mask_update:
-      new_views, frac, churn, value_views = run(operands)
-    else:
-      new_views, frac, churn, value_views = jax.lax.cond(
-          _any_member(due), run, keep, operands)
+    def when_due(fn, otherwise, ops):
+      """``fn(ops)`` on a mask-update step: directly when the caller says
+      so, else under `lax.cond` (any vmapped member due)."""
+      return (fn(ops) if mask_update else
+              jax.lax.cond(_any_member(due), fn, otherwise, ops))
+
+    new_views, frac, churn, value_views = when_due(run, keep, operands)
 
     new_list = list(mask_list)
     grow_values: list[Any] = [None] * len(flat)
@@ -974,9 +980,8 @@ def sparsify(inner: optax.GradientTransformation,
     # weight instead of two. A method that applies the step (pruning)
     # masks the gradients with the masks the weights were trained under.
     grad_masks = new_list if m.skips_weight_update else mask_list
-    new_updates, new_inner = inner.update(
-        jax.tree.unflatten(g_def, _masked_list(grad_masks, grad_list)),
-        state.inner_state, params, **extra_args)
+    new_updates, new_inner = inner_step(grad_masks, grad_list,
+                                        state.inner_state, param_list)
     grown = lambda news, olds: jax.tree.unflatten(p_def, [  # pylint: disable=unnecessary-lambda-assignment
         None if o is None else n & ~o for n, o in zip(news, olds)])
     out_updates = mask_update_lib.masked_updates(
@@ -1007,11 +1012,7 @@ def sparsify(inner: optax.GradientTransformation,
     # (2 bytes more per sparse weight than the static step).
     reset_ops = (state.inner_state, _fused_state(new_inner, state.step),
                  params, mask_list, new_list, grad_list)
-    if mask_update:
-      inner_state = reset(reset_ops)
-    else:
-      inner_state = jax.lax.cond(_any_member(due), reset,
-                                 lambda ops: ops[1], reset_ops)
+    inner_state = when_due(reset, lambda ops: ops[1], reset_ops)
     return out_updates, SparseState(
         step=step, masks=new_masks, inner_state=inner_state, aux=aux,
         drop_fraction=frac, mask_churn=churn, key=state.key)
