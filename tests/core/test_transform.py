@@ -534,6 +534,7 @@ def test_the_users_step_compiles_once(inner, init):
     params, state = step(params, state, helpers.batch(t))
   assert step._cache_size() == 1  # pylint: disable=protected-access
 
+
 @pytest.mark.parametrize('method', ['rigl', 'set'])
 def test_an_unjitted_loop_traces_the_update_once(method):
   # Called outside jit (a plain loop, a debugging session), the update ran
