@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ast
 import glob
-import importlib.util
 import os
 import shutil
 import sys
@@ -43,16 +42,8 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from experiments import sweep  # pylint: disable=g-import-not-at-top
+from rigl_jax.experiment.cli import load_config  # pylint: disable=g-import-not-at-top
 from rigl_jax.experiment import results as results_lib  # pylint: disable=g-import-not-at-top
-
-
-def load_config(config: str) -> Any:
-  """``get_config(arg)`` of ``path[:arg]``, as ``config_flags`` loads it."""
-  path, _, arg = config.partition(':')
-  spec = importlib.util.spec_from_file_location('_evidence_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def _coerce(old: Any, value: Any) -> Any:

@@ -159,13 +159,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def _check_fields(config: str, fields: list[str]) -> None:
   """Refuses swept or ``--set`` fields that the config does not declare
   (before any run starts, with the closest valid name)."""
-  path, _, arg = config.partition(':')
-  spec = importlib.util.spec_from_file_location('_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
-    raise ValueError(f'{path} defines no get_config()')
-  loaded = module.get_config(arg) if arg else module.get_config()
+  path = config.partition(':')[0]
+  loaded = cli.load_config(config)
   for field in dict.fromkeys(fields):
     problem = cli.override_problem(loaded, field)
     if problem:

@@ -167,24 +167,14 @@ def layer_ops(model: nn.Module, input_shape: Sequence[int], *,
 
 def model_and_input(config: Any):
   """(model, example shape, dtype, apply kwargs, train examples)."""
-  name = config.data.name
-  if name not in data_base.SPECS:
-    raise ValueError(f'unknown dataset {name!r}; valid names: '
-                     f'{sorted(data_base.SPECS)}')
-  spec = data_base.SPECS[name]
-  classes = data_base.num_classes(config.data)
-  if not spec.num_train and not config.get('num_train_steps'):
+  info = data_base.registry_info(config.data)
+  if not info.num_train and not config.get('num_train_steps'):
     raise ValueError(
-        f'the size of {name!r} is known only once it is tokenized; set '
+        f'the size of {info.name!r} is known only once it is tokenized; set '
         'config.num_train_steps to count FLOPs without loading it')
-  if spec.kind == 'text':
-    seq_len = int(config.data.seq_len)
-    shape, dtype = (seq_len,), jnp.int32
-    num_train = spec.num_train // seq_len
-  else:
-    size = int(config.data.image_size)  # set by default_data_config
-    shape, dtype = (size, size, spec.channels), jnp.float32
-    num_train = spec.num_train
+  shape, num_train = info.input_shape, info.num_train
+  dtype = jnp.int32 if info.kind == 'text' else jnp.float32
+  classes = info.num_classes
   try:
     model = models_lib.get_model(config.model.name, num_classes=classes,
                                  **config.model.get('kwargs', {}))

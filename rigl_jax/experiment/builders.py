@@ -63,7 +63,27 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   """
   validation.validate(config)
   data = data_lib.get_data(config.data, seed=config.seed)
-  info = data.info
+  return Experiment(data, *build_training(config, data.info))
+
+
+def build_training(config: ml_collections.ConfigDict,
+                   info: data_lib.DatasetInfo
+                   ) -> tuple[nn.Module, optax.GradientTransformation,
+                              Callable[[Any], Any], int]:
+  """Model, optimizer, learning-rate schedule and run length for a dataset
+  of shape ``info``: `build` without reading the data (the benchmarks time
+  a config's step on synthetic batches with it).
+
+  Args:
+    config: the experiment config, already validated.
+    info: the dataset's `DatasetInfo`.
+
+  Returns:
+    ``(model, tx, lr_fn, total_steps)``.
+
+  Raises:
+    ValueError: bad ``config.model.kwargs``.
+  """
   try:
     model = models_lib.get_model(config.model.name,
                                  num_classes=info.num_classes,
@@ -78,7 +98,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   tx = optimizers.create_optimizer(
       config, total_steps, lr_fn,
       init_masks=_twin_masks(config, model, info, total_steps, lr_fn))
-  return Experiment(data, model, tx, lr_fn, total_steps)
+  return model, tx, lr_fn, total_steps
 
 
 def _dummy_input(info) -> jax.Array:

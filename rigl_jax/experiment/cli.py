@@ -9,16 +9,39 @@ choices (the closest valid name for a typo), exit code 2, no traceback.
   ml_collections' config overrides raise (unknown fields, wrong types) and
   explains unknown fields by walking the config (`override_problem`).
 * `ArgumentParser` is `argparse.ArgumentParser` with a one-line error.
+* `load_config` loads ``path[:arg]`` as ``config_flags`` does, for the
+  scripts that take a config without absl flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
+import os
 import sys
 from typing import Any, NoReturn, Optional, Sequence
 
 from absl import flags
+
+
+def load_config(config: str) -> Any:
+  """``get_config(arg)`` of the file ``path[:arg]``, as ``config_flags``
+  loads it (the repository root must be on ``sys.path``: configs import
+  ``configs.X``).
+
+  Raises:
+    ValueError: the file is missing or defines no ``get_config``.
+  """
+  path, _, arg = config.partition(':')
+  spec = importlib.util.spec_from_file_location('_loaded_config', path)
+  if spec is None or not os.path.exists(path):
+    raise ValueError(f'config file {path!r} not found')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'{path} defines no get_config()')
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def fail(message: str) -> NoReturn:

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (tiny sizes) and print every figure."""
 
+import json
 import os
 import re
 import subprocess
@@ -49,6 +50,25 @@ def test_sparse_step_prints_a_ratio_per_method(methods):
   assert len(re.findall(r'scratch \(XLA temp\) per call: .*rigl [\d.]+', out)
              ) == 2, out
   assert 'peak host memory' in out
+
+
+def test_train_step_times_a_config_as_main_py_runs_it(tmp_path):
+  out = _run('benchmarks/train_step.py', '--config', 'configs/default.py',
+             '--batch', '8', '--rounds', '2', '--repeats', '1', '--cond',
+             '--json', str(tmp_path / 'figures.json'))
+  assert 'configs/default.py: mlp, rigl erk 90%, batch 8' in out, out
+  for program in ('dense', 'plain', 'update', 'cond'):
+    assert re.search(rf'^  {program}\s+[\d.]+ ms/step\s+\d+ images/s',
+                     out, re.M), out
+  assert re.search(r'rigl / dense: plain step [\d.]+x, amortised over 100 '
+                   r'steps [\d.]+x; a mask update adds -?[\d.]+ ms; cond '
+                   r'program [\d.]+x', out), out
+  [figures] = json.loads((tmp_path / 'figures.json').read_text())
+  assert figures['method'] == 'rigl' and figures['update_freq'] == 100
+  assert set(figures['throughput']) == {'dense', 'plain', 'update', 'cond'}
+  # examples/s is the batch over the step's time.
+  for k, ms in figures['step_ms'].items():
+    assert figures['throughput'][k] == pytest.approx(8 / ms * 1e3, rel=0.01)
 
 
 @pytest.mark.slow

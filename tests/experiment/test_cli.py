@@ -89,3 +89,17 @@ def test_flops_cli_prints_its_report_and_no_library_chatter():
   assert lines[0].startswith('mlp on fashion_mnist: sparsity 0.9'), lines
   assert not [l for l in lines if re.match(r'[IW]\d{4} ', l)], lines
   assert any(l.strip().startswith('rigl ') for l in lines)
+
+
+def test_load_config_as_config_flags_loads_it(tmp_path):
+  config = cli.load_config(
+      os.path.join(helpers.REPO, 'configs/imagenet_resnet50.py') +
+      ':method=set,dist=uniform,sparsity=0.8')
+  assert (config.sparsity.method, config.sparsity.distribution,
+          config.sparsity.sparsity) == ('set', 'uniform', 0.8)
+  with pytest.raises(ValueError, match='not found'):
+    cli.load_config(str(tmp_path / 'missing.py'))
+  empty = tmp_path / 'empty.py'
+  empty.write_text('X = 1\n')
+  with pytest.raises(ValueError, match='defines no get_config'):
+    cli.load_config(str(empty))

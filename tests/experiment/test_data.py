@@ -484,3 +484,22 @@ def test_tfds_resume_is_exact_and_bounded_by_one_epoch(name):
     assert tfds_images.resume_position(4 * 10**9, 10) == (4 * 10**8, 0)
     far = next(ds.train_batches(10**9))
     assert far['image'].shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize('name', ['fashion_mnist', 'shakespeare'])
+def test_registry_info_is_what_the_loader_reports(name):
+  """`registry_info` (FLOPs, benchmarks) agrees with the loaded data."""
+  config = data.default_data_config(name)
+  loaded = data.get_data(config, seed=0).info
+  info = data.registry_info(config)
+  assert info._replace(num_eval={}, num_train=0) == loaded._replace(
+      num_eval={}, num_train=0)
+  assert abs(info.num_train - loaded.num_train) <= 1
+
+
+def test_registry_info_names_the_valid_datasets():
+  config = data.default_data_config('cifar10')
+  config.name = 'cifar11'
+  with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; valid "
+                     r"names: \[.*'cifar10'"):
+    data.registry_info(config)

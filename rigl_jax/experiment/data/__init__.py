@@ -23,9 +23,10 @@ Example:
 from rigl_jax.experiment.data.base import Data
 from rigl_jax.experiment.data.base import DATASETS
 from rigl_jax.experiment.data.base import DatasetInfo
+from rigl_jax.experiment.data.base import registry_info
 from rigl_jax.experiment.data.base import TOKENIZED
 from rigl_jax.experiment.data.config import default_data_config
 from rigl_jax.experiment.data.loader import get_data
 
 __all__ = ('DATASETS', 'Data', 'DatasetInfo', 'TOKENIZED',
-           'default_data_config', 'get_data')
+           'default_data_config', 'get_data', 'registry_info')

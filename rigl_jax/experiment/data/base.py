@@ -131,6 +131,47 @@ class DatasetInfo(NamedTuple):
   num_eval: dict[str, int]
 
 
+def registry_info(data_config) -> DatasetInfo:
+  """The `DatasetInfo` that the registry (`SPECS`) and a data config give,
+  without reading the data: for FLOPs counts and for timing a config's step
+  on synthetic batches.
+
+  The input shape is ``(image_size, image_size, channels)`` for images and
+  ``(seq_len,)`` for text; ``num_train`` is in examples (windows of
+  ``seq_len`` for text), 0 where only the tokenized data knows it; no eval
+  splits.
+
+  Args:
+    data_config: ``config.data``.
+
+  Returns:
+    A `DatasetInfo`.
+
+  Raises:
+    ValueError: an unknown dataset name, naming the valid ones.
+
+  Example:
+    >>> import ml_collections
+    >>> registry_info(ml_collections.ConfigDict(
+    ...     {'name': 'cifar10', 'image_size': 32})).input_shape
+    (32, 32, 3)
+  """
+  name = data_config.name
+  if name not in SPECS:
+    raise ValueError(f'unknown dataset {name!r}; valid names: '
+                     f'{sorted(SPECS)}')
+  spec = SPECS[name]
+  if spec.kind == 'text':
+    seq_len = int(data_config.seq_len)
+    shape, num_train = (seq_len,), spec.num_train // seq_len
+  else:
+    size = int(data_config.image_size)
+    shape, num_train = (size, size, spec.channels), spec.num_train
+  return DatasetInfo(name=name, kind=spec.kind, input_shape=shape,
+                     num_classes=num_classes(data_config),
+                     num_train=num_train, num_eval={})
+
+
 class Data(NamedTuple):
   """A dataset as two batch streams for this process.
 

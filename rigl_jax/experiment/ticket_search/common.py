@@ -22,6 +22,7 @@ from rigl_jax.experiment import data as data_lib
 from rigl_jax.experiment import optimizers
 from rigl_jax.experiment import results as results_lib
 from rigl_jax.experiment import train
+from rigl_jax.experiment import train_step as train_step_lib
 
 class Setup(NamedTuple):
   """What both drivers build from a config (see `prepare`)."""
@@ -61,10 +62,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
 
   # One compiled step serves every mask: a static transform's update reads
   # the masks from its state, not from `init_masks`.
-  train_step = train.make_train_step(
+  train_step = train_step_lib.make_train_step(
       model, static_tx(None), lr_fn, info.kind, info.num_classes,
       config.optimizer.label_smoothing)
-  eval_step = train.make_eval_step(model, info.kind, info.num_classes)
+  eval_step = train_step_lib.make_eval_step(model, info.kind, info.num_classes)
   split = config.get('eval_split') or next(iter(info.num_eval))
 
   def evaluate(params, batch_stats):

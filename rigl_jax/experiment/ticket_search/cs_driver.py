@@ -20,7 +20,7 @@ from rigl_jax.experiment import builders
 from rigl_jax.experiment import console
 from rigl_jax.experiment import optimizers
 from rigl_jax.experiment import preemption
-from rigl_jax.experiment import train
+from rigl_jax.experiment import train_step as train_step_lib
 from rigl_jax.experiment.ticket_search import common
 from rigl_jax.experiment.ticket_search import progress as progress_lib
 from rigl_jax.experiment.ticket_search import schema
@@ -65,9 +65,8 @@ def make_search_step(model, tx, mask_tx, kind: str, num_classes: int,
       out, new_vars = model.apply(
           variables, batch[inputs_key], train=True, mutable=['batch_stats'],
           rngs={'dropout': rng})
-      # pylint: disable-next=protected-access
-      loss, correct = train.loss_and_metrics(out, batch, kind, num_classes,
-                                              label_smoothing)
+      loss, correct = train_step_lib.loss_and_metrics(
+          out, batch, kind, num_classes, label_smoothing)
       pen = cs.penalty(logits, beta, s0)
       return loss.mean() + lam * pen, (new_vars.get('batch_stats'),
                                        loss.mean(), correct.mean(), pen)
@@ -215,7 +214,7 @@ def run_cs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           sparse = jax.tree.map(lambda x: None if x is None else True,
                                 final.logits if final is not None
                                 else cur.logits, is_leaf=lambda x: x is None)
-          ticket_step = train.make_train_step(
+          ticket_step = train_step_lib.make_train_step(
               setup.model, dense_tx, setup.lr_fn, info.kind, info.num_classes,
               config.optimizer.label_smoothing,
               param_transform=lambda p, sp=sparse: cs.scaled_params(p, sp,
