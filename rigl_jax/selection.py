@@ -15,6 +15,9 @@ never more than 41. Ties at the threshold are broken by position (lower index
 first), by a bisection on the index that only runs when ties actually
 straddle the threshold. Every pass is a fused compare-and-sum, so the cost is
 a dozen or two streaming reads of the scores with no sort and no host sync.
+`top_k_rows` (the mask updates' per-layer selections) first probes where a
+strided sample of each large row puts its k-th largest key, just above and
+just below it, so that its search starts from a narrow bracket.
 """
 
 from __future__ import annotations
@@ -192,7 +195,8 @@ def _threshold(count: Callable[[jax.Array], counts.Count], hi0: jax.Array,
 
 
 def _threshold_each(count_ge: Callable[[jax.Array, jax.Array], jax.Array],
-                    hi0: jax.Array, k: jax.Array) -> _Carry:
+                    hi0: jax.Array, k: jax.Array,
+                    guide: Optional[jax.Array] = None) -> _Carry:
   """`_threshold` for many selections at once, one bracket per entry of k.
 
   Every bracket advances in the same loop, by the same rule as
@@ -205,6 +209,10 @@ def _threshold_each(count_ge: Callable[[jax.Array, jax.Array], jax.Array],
       may skip their counting pass).
     hi0: int32 ``(S,)``, a key above every valid key of each selection.
     k: int32 ``(S,)``, how many to select in each.
+    guide: optional int32 ``(G, S)``: the keys probed in the first G steps
+      (clipped into the bracket; -1: that selection's own rule instead).
+      Any probe inside the bracket keeps it valid, so a guide changes how
+      many passes the search takes, never what it finds.
 
   Returns:
     The final brackets, as `_threshold`'s.
@@ -215,6 +223,12 @@ def _threshold_each(count_ge: Callable[[jax.Array, jax.Array], jax.Array],
   def step(c):
     active = searching(c)
     mid = _probe(c)
+    if guide is not None:
+      g = jnp.take_along_axis(
+          guide, jnp.minimum(c.steps, guide.shape[0] - 1)[None], 0)[0]
+      mid = jnp.where((c.steps < guide.shape[0]) & (g >= 0),
+                      jnp.clip(g, c.lo + 1, jnp.maximum(c.hi - 1, c.lo + 1)),
+                      mid)
     n = count_ge(mid, active)
     f = (n - k).astype(jnp.float32)
     new = _advance(c, mid, n, f, f >= 0, jnp.where)
@@ -465,6 +479,68 @@ def segment_top_k(scores: jax.Array, row_segment: Sequence[int],
   return sel & (keys != _EXCLUDED) & (k[seg] > 0)[:, None]
 
 
+# `_sample_guide`: about this many sampled keys per array, at least
+# `_MIN_STRIDE` keys apart and at least `_MIN_ROW_SAMPLE` per row; smaller
+# arrays search without a guide (their passes are cheap).
+_SAMPLE = 8192
+_MIN_STRIDE = 8
+_MIN_ROW_SAMPLE = 256
+
+
+def _sample_guide(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
+  """The first two probes of each row's threshold search, from a sample.
+
+  Sorts every ``stride``-th key of each row of the large arrays (one sort
+  for all of them) and reads off the keys just above and just below the
+  rank where the row's k-th largest key should fall (three binomial
+  standard deviations either side): the exact counts at those two keys
+  then bracket ``k`` closely, and the search needs a few secant steps
+  instead of a dozen or two.
+
+  Args:
+    keys: int32 ``(rows_i, n_i)`` keys (`_keys`) of each array.
+    k: int32 ``(sum rows_i,)``, the arrays' rows in order.
+
+  Returns:
+    int32 ``(2, sum rows_i)``: a key above the estimate, then one below it;
+    -1 (no guide) in the rows of arrays too small for a sample to pay.
+  """
+  samples, sizes, width = [], [], 0
+  for key in keys:
+    rows, n = key.shape
+    stride = -(-rows * n // _SAMPLE)
+    m = -(-n // max(stride, 1))
+    guided = stride >= _MIN_STRIDE and m >= _MIN_ROW_SAMPLE
+    samples.append(key[:, ::stride] if guided else None)
+    sizes.append((rows, n, m if guided else 0))
+    width = max(width, m if guided else 0)
+  if not width:
+    return jnp.full((2, k.shape[0]), -1, jnp.int32)
+  # One sort: each guided row's sample, padded with _EXCLUDED (sorted
+  # first, so ranks from the top are unchanged); unguided rows all padding.
+  padded = jnp.concatenate([
+      jnp.full((rows, width), _EXCLUDED, jnp.int32) if x is None else
+      jnp.pad(x, ((0, 0), (0, width - m)), constant_values=_EXCLUDED)
+      for x, (rows, _, m) in zip(samples, sizes)])
+  ascending = jnp.sort(padded, axis=1)
+  m = jnp.asarray(np.concatenate([np.full(r, m_) for r, _, m_ in sizes]),
+                  jnp.float32)
+  n = jnp.asarray(np.concatenate([np.full(r, n_) for r, n_, _ in sizes]),
+                  jnp.float32)
+  rank = k.astype(jnp.float32) * (m / n)  # from the top, in the sample
+  margin = 3.0 * jnp.sqrt(rank) + 2.0
+
+  def at_rank(r):  # the sample's key of rank r from the top
+    r = jnp.clip(r, 0, jnp.maximum(m - 1, 0)).astype(jnp.int32)
+    return jnp.take_along_axis(ascending, (width - 1 - r)[:, None], 1)[:, 0]
+
+  above = at_rank(jnp.floor(rank - margin)) + 1
+  below = at_rank(jnp.ceil(rank + margin))
+  use = m > 0
+  return jnp.stack([jnp.where(use & (above > 0), above, -1),
+                    jnp.where(use & (below > 0), below, -1)])
+
+
 def top_k_rows(scores: Sequence[jax.Array], k: Sequence[jax.Array],
                valid: Optional[Sequence[Optional[jax.Array]]] = None
                ) -> list[jax.Array]:
@@ -529,9 +605,10 @@ def top_k_rows(scores: Sequence[jax.Array], k: Sequence[jax.Array],
 
   hi0 = jnp.maximum(jnp.concatenate(
       [jnp.max(key, axis=1, initial=_EXCLUDED) for key in keys]), 0) + 1
+  guide = _sample_guide(keys, k_all)
   found = _threshold_each(
       lambda t, active: count(lambda i, r: keys[i] >= t[r, None], active),
-      hi0, k_all)
+      hi0, k_all, guide)
   t = found.lo
   ends = _first_ties_each(
       lambda mid, busy: count(lambda i, r: (keys[i] == t[r, None]) & (

@@ -236,3 +236,65 @@ def test_mask_update_has_one_search_loop_for_all_layers():
 
   assert search_loops((12, 24, 16, 4)) == search_loops(
       (12, 24, 24, 24, 24, 16, 4)) == 4
+
+
+@pytest.mark.parametrize('kind', ['normal', 'heavy_tailed', 'many_zeros',
+                                  'duplicates', 'wide_range'])
+def test_sampled_first_probes_select_what_a_sort_selects(kind):
+  # Rows large enough that `top_k_rows` probes where a strided sample puts
+  # the k-th key first (the guide), with invalid positions, ties and k at
+  # both ends; the guide changes the path of the search, never its result.
+  rng = np.random.default_rng(3)
+  rows, n = 2, 2**17
+  assert rows * n // selection._SAMPLE >= selection._MIN_STRIDE
+  s = {
+      'normal': np.abs(rng.normal(size=(rows, n))),
+      'heavy_tailed': np.abs(rng.standard_cauchy(size=(rows, n))) ** 3,
+      'many_zeros': np.abs(rng.normal(size=(rows, n))) * (
+          rng.random((rows, n)) < 0.2),
+      'duplicates': rng.integers(0, 50, (rows, n)) / 7.0,
+      'wide_range': 10.0 ** rng.uniform(-30, 30, (rows, n)),
+  }[kind].astype(np.float32)
+  valid = rng.random(s.shape) < 0.8
+  fn = jax.jit(selection.top_k_rows)
+  for k in [(0, 1), (17, 1000), (13_000, 52_000), (104_000, n)]:
+    got = fn([jnp.asarray(s)], [jnp.asarray(k, jnp.int32)],
+             [jnp.asarray(valid)])[0]
+    for r in range(rows):
+      np.testing.assert_array_equal(
+          np.asarray(got[r]), _fast_reference(s[r], k[r], valid[r]),
+          err_msg=f'{kind}, row {r}, k={k[r]}')
+
+
+def test_sampled_first_probes_cut_the_counting_passes():
+  # |weights| and |gradients| of a 1M-weight layer, k from 1% to 90%: the
+  # search from the whole key range takes 8-29 counting passes; from the
+  # sample's two probes, under half as many in all. A guide that points
+  # anywhere, even outside the bracket, still ends on the same threshold.
+  rng = np.random.default_rng(0)
+  n = 2**20
+  steps = {'plain': [], 'guided': []}
+  for scores in (np.abs(rng.normal(size=n)),
+                 np.abs(rng.standard_cauchy(size=n)) * 1e-3):
+    key = selection._keys(jnp.asarray(scores, jnp.float32), None)[None]
+    hi0 = jnp.max(key, axis=1) + 1
+    for fraction in (0.01, 0.1, 0.3, 0.5, 0.9):
+      k = jnp.asarray([int(fraction * n)], jnp.int32)
+
+      def search(guide, key=key, k=k, hi0=hi0):
+        return selection._threshold_each(
+            lambda t, active: selection.row_counts(key >= t[:, None]), hi0,
+            k, guide)
+
+      plain = search(None)
+      guided = search(selection._sample_guide([key], k))
+      wild = search(jnp.asarray(rng.integers(-1, 2**31 - 1, (2, 1)),
+                                jnp.int32))
+      for found in (plain, guided, wild):
+        assert int(jnp.sum(key >= found.lo[0])) == int(k[0])
+      steps['plain'].append(int(plain.steps[0]))
+      steps['guided'].append(int(guided.steps[0]))
+  assert sum(steps['guided']) <= 0.5 * sum(steps['plain']), steps
+  assert max(steps['guided']) <= 14, steps
+  # Too small an array for a sample to pay: no guide.
+  assert (selection._sample_guide([key[:, :1000]], k) == -1).all()
