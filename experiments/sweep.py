@@ -27,7 +27,6 @@ config file has several.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import inspect
 import itertools
 import json
@@ -67,11 +66,7 @@ def load_sweep(config: str, name: Optional[str] = None) -> Any:
     ValueError: the file has no ``get_sweep``.
   """
   path = config.split(':', 1)[0]
-  spec = importlib.util.spec_from_file_location('_sweep_config', path)
-  if spec is None or not os.path.exists(path):
-    raise ValueError(f'config file {path!r} not found')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = cli.config_module(path)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(f'{path} defines no get_sweep(); add one returning '
                      "{'field': [values, ...], ...}")

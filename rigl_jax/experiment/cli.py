@@ -10,7 +10,8 @@ choices (the closest valid name for a typo), exit code 2, no traceback.
   explains unknown fields by walking the config (`override_problem`).
 * `ArgumentParser` is `argparse.ArgumentParser` with a one-line error.
 * `load_config` loads ``path[:arg]`` as ``config_flags`` does, for the
-  scripts that take a config without absl flags.
+  scripts that take a config without absl flags; `config_module` imports
+  a config file (``experiments/sweep.py`` reads its ``get_sweep``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ from typing import Any, NoReturn, Optional, Sequence
 from absl import flags
 
 
+def config_module(path: str) -> Any:
+  """The config file at ``path``, imported (not run: ``get_config`` and
+  ``get_sweep`` are its caller's to call).
+
+  Raises:
+    ValueError: the file is missing.
+  """
+  spec = importlib.util.spec_from_file_location('_loaded_config', path)
+  if spec is None or not os.path.exists(path):
+    raise ValueError(f'config file {path!r} not found')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_config(config: str) -> Any:
   """``get_config(arg)`` of the file ``path[:arg]``, as ``config_flags``
   loads it (the repository root must be on ``sys.path``: configs import
@@ -34,11 +50,7 @@ def load_config(config: str) -> Any:
     ValueError: the file is missing or defines no ``get_config``.
   """
   path, _, arg = config.partition(':')
-  spec = importlib.util.spec_from_file_location('_loaded_config', path)
-  if spec is None or not os.path.exists(path):
-    raise ValueError(f'config file {path!r} not found')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_module(path)
   if not hasattr(module, 'get_config'):
     raise ValueError(f'{path} defines no get_config()')
   return module.get_config(arg) if arg else module.get_config()
