@@ -2,11 +2,12 @@
 
 The shape of flax's ``examples/imagenet/train.py``: a train step, an eval
 step (`train_step`) and a short loop. ``train_and_evaluate(config,
-workdir)`` builds the run (`builders`), trains with one jitted step, reports progress with
-``clu.periodic_actions``, logs metrics (`writers`), saves orbax checkpoints of
-the whole train state (`checkpoints`), stops cleanly on SIGTERM
-(`preemption`) and writes ``results.json`` at the end (`results`). A run
-restarted with the same workdir resumes from its latest checkpoint.
+workdir)`` builds the run (`builders`), trains with one jitted step,
+reports progress with ``clu.periodic_actions``, logs metrics (`writers`),
+saves orbax checkpoints of the whole train state (`checkpoints`), stops
+cleanly on SIGTERM (`preemption`) and writes ``results.json`` at the end
+(`results`). A run restarted with the same workdir resumes from its latest
+checkpoint.
 """
 
 from __future__ import annotations
