@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -103,12 +104,26 @@ class Program:
     return (time.perf_counter() - t0) / repeats
 
 
-def bench_config(spec: str, batch: int, rounds: int, repeats: int,
-                 cond: bool) -> dict:
-  """Times ``spec``'s programs; returns the figures (and prints them)."""
+def load(spec: str, batch: Optional[int]):
+  """``spec``'s config with its batch size set, validated.
+
+  Raises:
+    ValueError: a missing file or a bad config, naming the problem.
+  """
   config = cli.load_config(spec)
-  config.data.batch_size = batch
+  if batch is not None:
+    if batch < 1:
+      raise ValueError(f'the batch size must be at least 1; got {batch}')
+    config.data.batch_size = batch
   validation.validate(config)
+  return config
+
+
+def bench_config(spec: str, config, rounds: int, repeats: int,
+                 cond: bool) -> dict:
+  """Times the programs of ``config`` (loaded from ``spec`` by `load`);
+  returns the figures (and prints them)."""
+  batch = int(config.data.batch_size)
   info = data_lib.registry_info(config.data)
   data = synthetic_batch(info, batch)
   per_example = info.input_shape[0] if info.kind == 'text' else 1
@@ -178,11 +193,15 @@ def main() -> None:
   if len(batches) not in (0, len(args.config)):
     parser.error(f'give --batch once per --config ({len(args.config)}) or '
                  f'not at all; got {len(batches)}')
-  results = []
+  configs = []
   for i, spec in enumerate(args.config):
-    batch = batches[i] if batches else int(
-        cli.load_config(spec).data.batch_size)
-    results.append(bench_config(spec, batch, args.rounds, args.repeats,
+    try:  # every config checked before anything is timed
+      configs.append(load(spec, batches[i] if batches else None))
+    except ValueError as e:
+      parser.error(f'--config {spec}: {e}')
+  results = []
+  for spec, config in zip(args.config, configs):
+    results.append(bench_config(spec, config, args.rounds, args.repeats,
                                 args.cond))
     if args.json:
       with open(args.json, 'w') as f:

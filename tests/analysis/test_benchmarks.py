@@ -71,6 +71,22 @@ def test_train_step_times_a_config_as_main_py_runs_it(tmp_path):
     assert figures['throughput'][k] == pytest.approx(8 / ms * 1e3, rel=0.01)
 
 
+def test_train_step_bad_config_is_one_line_before_any_timing(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  for args, want in [
+      (['--config', str(tmp_path / 'missing.py')], 'not found'),
+      (['--config', 'configs/default.py', '--config', 'configs/default.py',
+        '--batch', '8'], 'give --batch once per --config (2)'),
+      (['--config', 'configs/default.py', '--batch', '0'],
+       'the batch size must be at least 1; got 0')]:
+    out = subprocess.run([sys.executable, 'benchmarks/train_step.py', *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 2, out.stderr
+    assert want in out.stderr and 'Traceback' not in out.stderr, out.stderr
+    assert 'ms/step' not in out.stdout
+
+
 @pytest.mark.slow
 def test_sparse_step_resnet20_and_mask_update_time():
   out = _run('benchmarks/sparse_step.py', '--model', 'resnet20', '--batch',
