@@ -505,40 +505,51 @@ def _sample_guide(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
     int32 ``(2, sum rows_i)``: a key above the estimate, then one below it;
     -1 (no guide) in the rows of arrays too small for a sample to pay.
   """
-  samples, sizes, width = [], [], 0
+  plan, width = [], 0  # per array: (rows, n, stride, m); m = 0: no guide
   for key in keys:
     rows, n = key.shape
     stride = -(-rows * n // _SAMPLE)
     m = -(-n // max(stride, 1))
-    guided = stride >= _MIN_STRIDE and m >= _MIN_ROW_SAMPLE
-    samples.append(key[:, ::stride] if guided else None)
-    sizes.append((rows, n, m if guided else 0))
-    width = max(width, m if guided else 0)
+    if stride < _MIN_STRIDE or m < _MIN_ROW_SAMPLE:
+      m = 0
+    plan.append((rows, n, stride, m))
+    width = max(width, m)
   if not width:
     return jnp.full((2, k.shape[0]), -1, jnp.int32)
-  # One sort: each guided row's sample, padded with _EXCLUDED (sorted
-  # first, so ranks from the top are unchanged); unguided rows all padding.
-  padded = jnp.concatenate([
-      jnp.full((rows, width), _EXCLUDED, jnp.int32) if x is None else
-      jnp.pad(x, ((0, 0), (0, width - m)), constant_values=_EXCLUDED)
-      for x, (rows, _, m) in zip(samples, sizes)])
-  ascending = jnp.sort(padded, axis=1)
-  m = jnp.asarray(np.concatenate([np.full(r, m_) for r, _, m_ in sizes]),
-                  jnp.float32)
-  n = jnp.asarray(np.concatenate([np.full(r, n_) for r, n_, _ in sizes]),
-                  jnp.float32)
-  rank = k.astype(jnp.float32) * (m / n)  # from the top, in the sample
+  # One sort of the guided rows' samples, padded with _EXCLUDED (sorted
+  # first, so ranks from the top are unchanged).
+  guided = [(key, r, n, stride, m) for key, (r, n, stride, m) in
+            zip(keys, plan) if m]
+  ascending = jnp.sort(jnp.concatenate([
+      jnp.pad(key[:, ::stride], ((0, 0), (0, width - m)),
+              constant_values=_EXCLUDED)
+      for key, _, _, stride, m in guided]), axis=1)
+  m = jnp.asarray(np.concatenate([np.full(r, m_) for _, r, _, _, m_ in
+                                  guided]), jnp.float32)
+  n = jnp.asarray(np.concatenate([np.full(r, n_) for _, r, n_, _, _ in
+                                  guided]), jnp.float32)
+  starts = np.cumsum([0] + [r for r, _, _, _ in plan])
+  k_guided = jnp.concatenate([k[a:a + r] for a, (r, _, _, m_) in
+                              zip(starts, plan) if m_])
+  rank = k_guided.astype(jnp.float32) * (m / n)  # from the top, in the sample
   margin = 3.0 * jnp.sqrt(rank) + 2.0
 
   def at_rank(r):  # the sample's key of rank r from the top
-    r = jnp.clip(r, 0, jnp.maximum(m - 1, 0)).astype(jnp.int32)
+    r = jnp.clip(r, 0, m - 1).astype(jnp.int32)
     return jnp.take_along_axis(ascending, (width - 1 - r)[:, None], 1)[:, 0]
 
   above = at_rank(jnp.floor(rank - margin)) + 1
   below = at_rank(jnp.ceil(rank + margin))
-  use = m > 0
-  return jnp.stack([jnp.where(use & (above > 0), above, -1),
-                    jnp.where(use & (below > 0), below, -1)])
+  probes = jnp.stack([jnp.where(above > 0, above, -1),
+                      jnp.where(below > 0, below, -1)])
+  out, done = [], 0
+  for rows, _, _, m_ in plan:
+    if m_:
+      out.append(probes[:, done:done + rows])
+      done += rows
+    else:
+      out.append(jnp.full((2, rows), -1, jnp.int32))
+  return jnp.concatenate(out, axis=1)
 
 
 def top_k_rows(scores: Sequence[jax.Array], k: Sequence[jax.Array],

@@ -256,14 +256,23 @@ def test_sampled_first_probes_select_what_a_sort_selects(kind):
       'wide_range': 10.0 ** rng.uniform(-30, 30, (rows, n)),
   }[kind].astype(np.float32)
   valid = rng.random(s.shape) < 0.8
+  # A small array (searched without a guide) before the large one, so that
+  # the large one's rows sit after others in the joint search.
+  small = np.abs(rng.normal(size=(3, 500))).astype(np.float32)
   fn = jax.jit(selection.top_k_rows)
   for k in [(0, 1), (17, 1000), (13_000, 52_000), (104_000, n)]:
-    got = fn([jnp.asarray(s)], [jnp.asarray(k, jnp.int32)],
-             [jnp.asarray(valid)])[0]
+    got_small, got = fn(
+        [jnp.asarray(small), jnp.asarray(s)],
+        [jnp.asarray([5, 0, 499], jnp.int32), jnp.asarray(k, jnp.int32)],
+        [jnp.ones(small.shape, bool), jnp.asarray(valid)])
     for r in range(rows):
       np.testing.assert_array_equal(
           np.asarray(got[r]), _fast_reference(s[r], k[r], valid[r]),
           err_msg=f'{kind}, row {r}, k={k[r]}')
+    for r, k_small in enumerate((5, 0, 499)):
+      np.testing.assert_array_equal(
+          np.asarray(got_small[r]),
+          _fast_reference(small[r], k_small, np.ones(500, bool)))
 
 
 def test_sampled_first_probes_cut_the_counting_passes():
