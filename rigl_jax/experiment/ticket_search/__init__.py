@@ -1,8 +1,9 @@
 """Ticket-search drivers: Continuous Sparsification and IMP with rewinding.
 
 ``run(config, workdir)`` dispatches on ``config.ticket_search`` (``'cs'`` or
-``'imp'``). Both drivers reuse the experiment system's pieces (`builders.build`,
-`builders.create_train_state`, `train_step.make_train_step`, `train_step.make_eval_step`,
+``'imp'``). Both drivers reuse the experiment system's pieces
+(`builders.build`, `builders.create_train_state`,
+`train_step.make_train_step`, `train_step.make_eval_step`,
 `train.evaluate`, the data streams) and train every ticket with the same
 Static sparse path as any other run: ``rigl_jax.sparsify(inner, 'static',
 init_masks=masks)``.
