@@ -220,10 +220,11 @@ def step_times(args) -> None:
       upd = times.get(f'{method}/cond_update{suffix}', plain)
       amort = ((args.update_freq - 1) * plain + upd) / args.update_freq
       ratio = amort / (base if f'{method}/cond{suffix}' in times else dense)
+      low, high = median_ci(ratio)
       print(f'{label}  {method:<8}{np.median(plain) * 1e3:9.2f} ms'
             f'{np.median(upd) * 1e3:9.2f} ms{np.median(amort) * 1e3:13.2f} ms'
             f'{np.median(ratio):10.3f}x [{ratio.min():.3f}, '
-            f'{ratio.max():.3f}]')
+            f'{ratio.max():.3f}]  95% CI of the median {low:.3f}-{high:.3f}')
     scratch = {m: programs[f'{m}/cond{suffix}'][2] for m in methods
                if f'{m}/cond{suffix}' in programs}
     print('  scratch (XLA temp) per call: ' + ', '.join(
@@ -231,6 +232,27 @@ def step_times(args) -> None:
           f' MiB (dense {programs[f"dense{suffix}"][2]:.1f} MiB); kept on '
           'the heap by the sparse step itself (--untuned_allocator: glibc '
           'maps scratch above 32 MiB afresh on every call)')
+
+
+def median_ci(x: np.ndarray, level: float = 0.95,
+              resamples: int = 2000) -> tuple[float, float]:
+  """Bootstrap confidence interval of the median of ``x`` (seeded).
+
+  The per-round ratios of one run scatter by several percent on a shared
+  VM; the interval says how far their median could move by chance within
+  the run (not between runs, whose differences can be larger).
+
+  Example:
+
+  >>> low, high = median_ci(np.array([1.0, 1.1, 0.9, 1.05, 0.95]))
+  >>> bool(0.9 <= low <= 1.0 <= high <= 1.1)
+  True
+  """
+  rng = np.random.default_rng(0)
+  medians = np.median(rng.choice(x, (resamples, len(x))), axis=1)
+  tail = 100 * (1 - level) / 2
+  return (float(np.percentile(medians, tail)),
+          float(np.percentile(medians, 100 - tail)))
 
 
 class _Timer:

@@ -45,8 +45,11 @@ def test_sparse_step_prints_a_ratio_per_method(methods):
     assert 0.8 * lo <= amortised <= 1.2 * hi
     for label in ('as users', 'donated '):
       users = re.search(rf'^{label}  {method}\s+([\d.]+) ms\s+([\d.]+) ms\s+'
-                        r'([\d.]+) ms\s+([\d.]+)x', out, re.M)
+                        r'([\d.]+) ms\s+([\d.]+)x \[([\d.]+), ([\d.]+)\]  '
+                        r'95% CI of the median ([\d.]+)-([\d.]+)$', out, re.M)
       assert users, f'no "{label}" row for {method}:\n{out}'
+      ratio, low, high, ci_low, ci_high = map(float, users.groups()[3:])
+      assert low <= ci_low <= ratio <= ci_high <= high
   assert len(re.findall(r'scratch \(XLA temp\) per call: .*rigl [\d.]+', out)
              ) == 2, out
   assert 'peak host memory' in out
