@@ -501,5 +501,5 @@ def test_registry_info_names_the_valid_datasets():
   config = data.default_data_config('cifar10')
   config.name = 'cifar11'
   with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; valid "
-                     r"names: \[.*'cifar10'"):
+                     r"names: .*\bcifar10\b"):
     data.registry_info(config)

@@ -131,6 +131,13 @@ class DatasetInfo(NamedTuple):
   num_eval: dict[str, int]
 
 
+def check_name(name: str) -> None:
+  """Raises ValueError unless `name` is one of `DATASETS`."""
+  if name not in DATASETS:
+    raise ValueError(f'unknown dataset {name!r}; valid names: '
+                     f'{", ".join(DATASETS)}')
+
+
 def registry_info(data_config) -> DatasetInfo:
   """The `DatasetInfo` that the registry (`SPECS`) and a data config give,
   without reading the data: for FLOPs counts and for timing a config's step
@@ -157,9 +164,7 @@ def registry_info(data_config) -> DatasetInfo:
     (32, 32, 3)
   """
   name = data_config.name
-  if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; valid names: '
-                     f'{sorted(SPECS)}')
+  check_name(name)
   spec = SPECS[name]
   if spec.kind == 'text':
     seq_len = int(data_config.seq_len)

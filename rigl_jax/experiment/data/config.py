@@ -6,11 +6,7 @@ import ml_collections
 
 from rigl_jax.experiment.data import base
 
-def check_name(name: str) -> None:
-  """Raises ValueError unless `name` is one of `base.DATASETS`."""
-  if name not in base.DATASETS:
-    raise ValueError(f'unknown dataset {name!r}; valid names: '
-                     f'{", ".join(base.DATASETS)}')
+check_name = base.check_name
 
 
 def default_data_config(name: str) -> ml_collections.ConfigDict:
