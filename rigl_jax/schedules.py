@@ -74,6 +74,10 @@ def is_update_step(step: jax.Array, *, update_freq: int, begin_step: int,
                    end_step: int, include_end: bool = False) -> jax.Array:
   """True on ``begin_step, begin_step + update_freq, ...`` before ``end_step``.
 
+  With ``begin_step=0`` the first update is at step 0, as in the reference
+  code (its ``last_mask_update_step`` starts at ``-update_freq``,
+  google-research/rigl rigl/sparse_optimizers_base.py:164-171).
+
   Args:
     step: the current step (traced int).
     update_freq: steps between two mask updates.

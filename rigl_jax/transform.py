@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import functools
 import inspect
 from collections.abc import Mapping
@@ -509,6 +510,7 @@ def sparsify(inner: optax.GradientTransformation,
     (True, False)
   """
   inner = _check_inner(inner)
+  _check_arguments(method_kwargs)
   m = methods_lib.get_method(method, **method_kwargs)
   sparsity = distributions.check_sparsity(sparsity)
   if distribution not in distributions.DISTRIBUTIONS:
@@ -593,6 +595,12 @@ def sparsify(inner: optax.GradientTransformation,
           f'is_sparse={is_sparse!r} matches none of '
           f'{[p for p, x in flat if x is not None][:12]}. Fix is_sparse '
           "(path regexes such as 'kernel'), or use method='dense'.")
+    for pattern, _ in stack_rules:
+      if not any(pattern.search(lf.path) for lf in leaves):
+        raise ValueError(
+            f'stacked names {pattern.pattern!r}, which matches no sparse '
+            f'leaf; the sparse leaves are '
+            f'{[lf.path for lf in leaves][:12]}')
     return flat, treedef, leaves
 
   def backward_sparsity(lf: _Leaf) -> float:
@@ -1045,6 +1053,7 @@ def _method_constructor(name: str, default_sparsity: Optional[float] = None):
 
   def constructor(inner: optax.GradientTransformation, **kwargs
                   ) -> SparseTransformation:
+    _check_arguments(kwargs)
     if default_sparsity is not None:
       kwargs.setdefault('sparsity', default_sparsity)
     return sparsify(inner, name, **kwargs)
@@ -1072,6 +1081,22 @@ _SPARSIFY_FIELDS = tuple(
     k for k, p in inspect.signature(sparsify).parameters.items()
     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     and k not in ('inner', 'init_masks'))
+
+
+def _check_arguments(names: Any) -> None:
+  """One ValueError for keyword arguments that neither `sparsify` nor any
+  registered method takes, with the closest valid name of each."""
+  valid = sorted(set(config_fields()) | {'init_masks'})
+  unknown = sorted(set(names) - set(valid))
+  if not unknown:
+    return
+  hints = [f'{close[0]!r} for {k!r}' for k in unknown
+           for close in [difflib.get_close_matches(k, valid, n=1)] if close]
+  raise ValueError(
+      f'unknown sparsify argument(s) {unknown}'
+      + (f' (did you mean {", ".join(hints)}?)' if hints else '')
+      + f"; valid ones are sparsify's {[*_SPARSIFY_FIELDS, 'init_masks']} "
+      f"and the methods' {sorted(methods_lib.all_hyperparameters())}")
 
 
 def config_fields() -> tuple[str, ...]:

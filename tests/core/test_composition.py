@@ -388,6 +388,17 @@ def test_stacked_bad_axis():
     tx.init(_stacked_and_unrolled()[0])
 
 
+def test_stacked_pattern_matching_no_sparse_leaf_is_an_error():
+  # A typo ('block/' for 'blocks/') used to be ignored: the stack was
+  # then one layer, ERK and top-k over all of it, without a word.
+  tx = rigl_jax.rigl(optax.sgd(0.1), sparsity=0.5, end_step=10,
+                     stacked={'b_block/': 0})
+  with pytest.raises(ValueError, match=r"stacked names 'b_block/', which "
+                     r"matches no sparse leaf; the sparse leaves are \[.*"
+                     r"b_blocks/kernel"):
+    tx.init(_stacked_and_unrolled()[0])
+
+
 # --- ensembles ----------------------------------------------------------------
 
 

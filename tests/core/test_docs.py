@@ -44,3 +44,23 @@ def test_tutorial_pages_include_their_scripts():
   for name in scripts:
     assert name in index
     assert f'literalinclude}} {name}.py' in _read('tutorials', f'{name}.md')
+
+
+def test_every_python_block_in_the_docs_parses():
+  """Code blocks are pasted by readers: each ```python block (README and
+  every docs page) must be valid Python (comments kept as comments)."""
+  pages = [os.path.join(DOCS, '..', 'README.md')] + [
+      os.path.join(root, f) for root, _, files in os.walk(DOCS)
+      for f in files if f.endswith('.md') and '_build' not in root]
+  assert len(pages) > 5
+  broken = []
+  for page in pages:
+    with open(page, encoding='utf-8') as f:
+      text = f.read()
+    for block in re.finditer(r'```python\n(.*?)```', text, re.S):
+      try:
+        ast.parse(block.group(1))
+      except SyntaxError as e:
+        line = text[:block.start()].count('\n') + 1 + e.lineno
+        broken.append(f'{os.path.relpath(page, DOCS)}:{line}: {e.msg}')
+  assert not broken, broken

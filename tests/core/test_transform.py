@@ -594,7 +594,26 @@ BAD = [
      'valid choices are'),
     (dict(method='rigl', sparsity=0.5, end_step=10, check_leaks='no'),
      'check_leaks must be True or False'),
+    (dict(method='rigl', sparsity=0.5, end_step=10, update_frequency=3),
+     r"unknown sparsify argument\(s\) \['update_frequency'\] \(did you "
+     r"mean 'update_freq' for 'update_frequency'\?\); valid ones are "
+     r"sparsify's \[.*'update_freq'.*\] and the methods' \[.*'snfs_momentum'"),
 ]
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(sparsty=0.9, end_step=10), r"\(did you mean 'sparsity' for "
+     r"'sparsty'\?\)"),
+    (dict(sparsity=0.9, end_step=10, updte_freq=5, colour=1),
+     r"\['colour', 'updte_freq'\] \(did you mean 'update_freq' for "
+     r"'updte_freq'\?\)"),
+])
+def test_constructor_names_a_misspelt_argument(kwargs, match):
+  # rigl_jax.rigl(...) with a typo in a sparsify argument used to fail with
+  # Python's "missing 1 required keyword-only argument: 'sparsity'" (or a
+  # list of method hyperparameters only, without update_freq).
+  with pytest.raises(ValueError, match=match):
+    rigl_jax.rigl(optax.sgd(0.1), **kwargs)
 
 
 @pytest.mark.parametrize('kwargs, match', BAD)
