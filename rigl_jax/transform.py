@@ -1083,20 +1083,24 @@ _SPARSIFY_FIELDS = tuple(
     and k not in ('inner', 'init_masks'))
 
 
+def _closest(unknown: list[str], valid: list[str]) -> str:
+  """`` (did you mean 'a' for 'b'?)`` for the unknown names that have a
+  close valid one, else ''."""
+  hints = [f'{close[0]!r} for {k!r}' for k in unknown
+           for close in [difflib.get_close_matches(k, valid, n=1)] if close]
+  return f' (did you mean {", ".join(hints)}?)' if hints else ''
+
+
 def _check_arguments(names: Any) -> None:
   """One ValueError for keyword arguments that neither `sparsify` nor any
   registered method takes, with the closest valid name of each."""
   valid = sorted(set(config_fields()) | {'init_masks'})
   unknown = sorted(set(names) - set(valid))
-  if not unknown:
-    return
-  hints = [f'{close[0]!r} for {k!r}' for k in unknown
-           for close in [difflib.get_close_matches(k, valid, n=1)] if close]
-  raise ValueError(
-      f'unknown sparsify argument(s) {unknown}'
-      + (f' (did you mean {", ".join(hints)}?)' if hints else '')
-      + f"; valid ones are sparsify's {[*_SPARSIFY_FIELDS, 'init_masks']} "
-      f"and the methods' {sorted(methods_lib.all_hyperparameters())}")
+  if unknown:
+    raise ValueError(
+        f'unknown sparsify argument(s) {unknown}{_closest(unknown, valid)}; '
+        f"valid ones are sparsify's {[*_SPARSIFY_FIELDS, 'init_masks']} "
+        f"and the methods' {sorted(methods_lib.all_hyperparameters())}")
 
 
 def config_fields() -> tuple[str, ...]:
@@ -1140,8 +1144,9 @@ def from_config(inner: optax.GradientTransformation, config: Any,
   valid = config_fields()
   unknown = sorted(set(fields) - set(valid))
   if unknown:
-    raise ValueError(f'unknown sparsity config field(s) {unknown}; valid '
-                     f'fields are {list(valid)}')
+    raise ValueError(f'unknown sparsity config field(s) {unknown}'
+                     f'{_closest(unknown, list(valid))}; valid fields are '
+                     f'{list(valid)}')
   if 'method' not in fields:
     raise ValueError(f'the sparsity config needs a method; valid choices are '
                      f'{list(methods_lib.names())}')

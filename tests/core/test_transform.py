@@ -616,6 +616,14 @@ def test_constructor_names_a_misspelt_argument(kwargs, match):
     rigl_jax.rigl(optax.sgd(0.1), **kwargs)
 
 
+def test_from_config_names_a_misspelt_field():
+  with pytest.raises(ValueError, match=r"unknown sparsity config field\(s\) "
+                     r"\['update_frequency'\] \(did you mean 'update_freq' "
+                     r"for 'update_frequency'\?\); valid fields are"):
+    rigl_jax.from_config(optax.sgd(0.1), dict(
+        method='rigl', sparsity=0.9, end_step=10, update_frequency=3))
+
+
 @pytest.mark.parametrize('kwargs, match', BAD)
 def test_bad_arguments(kwargs, match):
   kwargs = dict(kwargs)
