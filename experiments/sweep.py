@@ -26,7 +26,9 @@ config file has several.
 
 from __future__ import annotations
 
+import collections
 import csv
+import hashlib
 import inspect
 import itertools
 import json
@@ -92,6 +94,10 @@ def expand(sweep: Any) -> list[dict[str, Any]]:
     ValueError: for a malformed sweep.
   """
   parts = sweep if isinstance(sweep, (list, tuple)) else [sweep]
+  if not parts:
+    raise ValueError('the sweep is empty: get_sweep() returned '
+                     f'{sweep!r}; return a dict of field -> list of values, '
+                     'or a list of them')
   runs, seen = [], set()
   for part in parts:
     if not isinstance(part, dict) or not part:
@@ -102,6 +108,9 @@ def expand(sweep: Any) -> list[dict[str, Any]]:
     for k in keys:
       v = part[k]
       values.append(list(v) if isinstance(v, (list, tuple)) else [v])
+      if not values[-1]:
+        raise ValueError(f'the sweep gives {k!r} no values ({v!r}): it '
+                         'would have no runs; list at least one value')
     for combo in itertools.product(*values):
       run = dict(zip(keys, combo))
       key = json.dumps(run, sort_keys=True, default=str)
@@ -125,11 +134,33 @@ def run_name(run: dict[str, Any]) -> str:
   return re.sub(r'[^A-Za-z0-9=,._-]', '_', ','.join(parts))
 
 
-def _flag_value(value: Any) -> str:
+def _unique_names(runs: list[dict[str, Any]]) -> list[str]:
+  """`run_name` of each run; runs whose names collide (values equal to 6
+  significant digits, or differing only in characters a folder name drops)
+  each get a suffix from a hash of their settings, so that no two runs
+  share a workdir.
+
+  Example:
+    >>> _unique_names([{'lr': 0.1}, {'lr': 0.2}])
+    ['lr=0.1', 'lr=0.2']
+    >>> a, b = _unique_names([{'lr': 0.1}, {'lr': 0.1000001}])
+    >>> a != b and a.startswith('lr=0.1,~') and b.startswith('lr=0.1,~')
+    True
+  """
+  names = [run_name(run) for run in runs]
+  counts = collections.Counter(names)
+  return [name if counts[name] == 1 else name + ',~' + hashlib.sha1(
+      json.dumps(run, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+          for name, run in zip(names, runs)]
+
+
+def _flag_value(value: Any, nested: bool = False) -> str:
+  """A ``--config.<field>=`` value; strings inside a tuple keep their quotes
+  (``main.py`` reads a tuple as a Python literal)."""
   if isinstance(value, (list, tuple)):
-    return '(' + ', '.join(_flag_value(v) for v in value) + (
+    return '(' + ', '.join(_flag_value(v, nested=True) for v in value) + (
         ',)' if len(value) == 1 else ')')
-  return str(value)
+  return repr(value) if nested and isinstance(value, str) else str(value)
 
 
 def command(config: str, workdir: str, run: dict[str, Any],
@@ -169,20 +200,35 @@ def plan(config: str, root: str, sweep_name: Optional[str] = None,
   writes the plan to ``<root>/sweep.json``."""
   runs = expand(load_sweep(config, sweep_name))
   _check_fields(config, [k for run in runs for k in run] + list(sets or {}))
+  swept = [k for k in dict.fromkeys(k for run in runs for k in run)
+           if k in (sets or {})]
+  if swept:
+    raise ValueError(f'--set {swept[0]} overrides a field the sweep varies '
+                     f'(its runs would all get {sets[swept[0]]!r} but keep '
+                     'names saying otherwise); drop it from --set, or pick a '
+                     'sweep without it')
   path, sep, arg = config.partition(':')
   config = os.path.abspath(path) + sep + arg
   os.makedirs(root, exist_ok=True)
   planned = []
-  for run in runs:
-    workdir = os.path.join(os.path.abspath(root), run_name(run))
+  names = _unique_names(runs)
+  for run, name in zip(runs, names):
+    workdir = os.path.join(os.path.abspath(root), name)
     settings = dict(run, **(sets or {}))
-    planned.append({'name': run_name(run), 'settings': run,
+    planned.append({'name': name, 'settings': run,
                     'workdir': workdir,
                     'command': command(config, workdir, settings, python)})
   with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
     json.dump({'config': config, 'sets': sets or {}, 'runs': planned}, f,
               indent=2, default=str)
   return planned
+
+
+def _last_line(log: str) -> str:
+  """The last non-empty line of a run's log (its error, for a failed run)."""
+  with open(log, encoding='utf-8', errors='replace') as f:
+    lines = [l.strip() for l in f if l.strip()]
+  return lines[-1] if lines else 'no output'
 
 
 def run_all(planned: list[dict[str, Any]]) -> list[str]:
@@ -203,8 +249,10 @@ def run_all(planned: list[dict[str, Any]]) -> list[str]:
       proc = subprocess.run(run['command'], stdout=log,
                             stderr=subprocess.STDOUT, cwd=REPO, check=False)
     status = 'ok' if proc.returncode == 0 else f'FAILED ({proc.returncode})'
+    why = ('' if proc.returncode == 0 else ': ' + _last_line(
+        os.path.join(run['workdir'], 'sweep.log')))
     print(f'[{i + 1}/{len(planned)}] {run["name"]}: {status} in '
-          f'{time.time() - t:.0f} s', flush=True)
+          f'{time.time() - t:.0f} s{why}', flush=True)
     if proc.returncode:
       failed.append(run['name'])
   return failed

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,57 @@ def test_expand_product_and_union():
                   {'m': 'rigl', 's': 0.9}]
   with pytest.raises(ValueError, match='non-empty dict'):
     sweep.expand([{}])
+
+
+@pytest.mark.parametrize('bad, match', [
+    ([], 'the sweep is empty'),
+    ({'sparsity.sparsity': [], 'seed': [0]},
+     "gives 'sparsity.sparsity' no values"),
+])
+def test_a_sweep_with_no_runs_is_an_error(bad, match):
+  # It had given zero runs, an empty table and exit 0.
+  with pytest.raises(ValueError, match=match):
+    sweep.expand(bad)
+
+
+def _sweep_file(tmp_path, sweep_dict):
+  path = tmp_path / 'sw_config.py'
+  path.write_text('from configs.default import get_config\n'
+                  f'def get_sweep():\n  return {sweep_dict!r}\n')
+  return str(path)
+
+
+def test_runs_that_would_share_a_workdir_get_their_own(tmp_path):
+  # 0.1 and 0.1000001 print alike at 6 digits, 'dense0/' and 'dense0_'
+  # alike in a folder name: the second run of each pair had been skipped
+  # as "done already" and its one result counted twice.
+  config = _sweep_file(tmp_path, [
+      {'optimizer.learning_rate': [0.1, 0.1000001, 0.2]},
+      {'sparsity.is_sparse': [('dense0/',), ('dense0_',)]}])
+  planned = sweep.plan(config, str(tmp_path / 'root'))
+  workdirs = [run['workdir'] for run in planned]
+  assert len(set(workdirs)) == 5
+  names = [os.path.basename(w) for w in workdirs]
+  assert names[2] == 'learning_rate=0.2'  # no collision, no suffix
+  assert all(',~' in n for i, n in enumerate(names) if i != 2)
+
+
+def test_a_set_on_a_swept_field_is_an_error(tmp_path, capsys):
+  # It had overridden every run's value while the names kept the sweep's.
+  assert sweep.main(['print', '--config', DEFAULT, '--root',
+                     str(tmp_path), '--set', 'sparsity.sparsity=0.5']) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1
+  assert '--set sparsity.sparsity overrides a field the sweep varies' in err
+
+
+def test_strings_in_a_swept_tuple_keep_their_quotes():
+  # main.py reads a tuple as a Python literal: "(dense0, head)" had been
+  # read as one string, a regex that matched no leaf.
+  cmd = sweep.command('c.py', '/w', {'sparsity.is_sparse': ('dense0', 'head'),
+                                     'sparsity.method': 'rigl'})
+  assert "--config.sparsity.is_sparse=('dense0', 'head')" in cmd
+  assert '--config.sparsity.method=rigl' in cmd
 
 
 def test_names_and_commands():
@@ -109,4 +161,11 @@ def test_unfinished_ticket_search_is_rerun_and_not_collected(tmp_path, capsys):
   # run_all skips the finished run and starts the unfinished one (its
   # command fails here, which is reported).
   assert sweep.run_all(runs) == ['half']
-  assert 'done: done already' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'done: done already' in out
+  # A failed run's line ends with the last line of its log.
+  with open(os.path.join(runs[1]['workdir'], 'sweep.log'), 'a') as f:
+    f.write('error: sparsity must be in [0, 1)\n')
+  assert sweep.run_all(runs) == ['half']
+  assert re.search(r'half: FAILED \(1\) in \d+ s: error: sparsity must be '
+                   r'in \[0, 1\)$', capsys.readouterr().out, re.M)
