@@ -41,7 +41,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+    cli.fail(f'unexpected argument(s) {argv[1:]}: main.py takes only flags '
+             '(--config FILE --workdir DIR [--config.<field>=VALUE ...]); '
+             'see --help')
   console.quiet_libraries()  # unless --verbosity asks for them
   multihost = FLAGS.multihost
   if multihost is None:

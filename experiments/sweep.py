@@ -9,7 +9,8 @@ A config file describes its sweep next to ``get_config()``::
 A dict is the product of its value lists; a list of such dicts is the union
 of their products (e.g. one entry for the dense baseline, one for the sparse
 grid). Every run gets its own workdir under ``--root``, named after its
-settings, so a sweep that is stopped and started again skips finished runs
+settings (runs whose names would collide get a short hash of their
+settings appended), so a sweep that is stopped and started again skips finished runs
 and resumes unfinished ones from their checkpoints.
 
   # Run one after another on this machine:

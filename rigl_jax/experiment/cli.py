@@ -145,7 +145,10 @@ def parse_flags(argv: Sequence[str], prefix: str = 'config',
     remaining = flag_values(list(argv))
   except flags.IllegalFlagValueError as e:
     # "flag --config.seed=x: invalid literal for int() ...": names the flag.
-    fail(str(e).splitlines()[0])
+    # A config file that raised while loading puts the traceback after
+    # that line: its last line says why.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    fail(lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}')
   except flags.Error as e:
     fail(f'{e}; see --help')
   except Exception as e:  # pylint: disable=broad-except
@@ -161,8 +164,15 @@ def parse_flags(argv: Sequence[str], prefix: str = 'config',
                                      for o in overrides)), None)
       except Exception:  # pylint: disable=broad-except
         pass
+    if problem is None and isinstance(e, AttributeError) and str(
+        e).endswith("has no attribute 'get_config'"):
+      problem = (f'--{prefix}: {path} defines no get_config() (a config '
+                 'file returns its ml_collections.ConfigDict from it)')
     if problem is None:
-      first = (str(e).strip('\'"').splitlines() or [type(e).__name__])[0]
+      # A KeyError's message is the repr of its key: show it unquoted.
+      text = (str(e.args[0]) if isinstance(e, KeyError) and e.args
+              else str(e))
+      first = (text.splitlines() or [type(e).__name__])[0]
       problem = f'bad --{prefix} flag: {first}'
     fail(problem)
   config = flag_values[prefix].value if prefix in flag_values else None

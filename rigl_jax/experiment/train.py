@@ -107,6 +107,9 @@ def _data_axis_check(config: ml_collections.ConfigDict, mesh) -> None:
 
 
 def _check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'workdir {workdir!r} is a file, not a directory; pass '
+                     'a new or existing directory')
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -189,6 +192,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   ckpts = checkpoints_lib.Checkpoints(
       ckpt_dir, config.to_dict(), keep=config.get('keep_checkpoints', 2))
   state, start_step = ckpts.restore(state)
+  if start_step == total_steps and results_lib.finished(workdir):
+    # A finished run started again: its results (the training's wall time
+    # among them) are kept, not replaced by a second evaluation's.
+    ckpts.close()
+    console.say('the run finished already; its results are in %s',
+                results_lib.path(workdir))
+    return results_lib.read(workdir)
   if start_step:
     console.say('resumed from the checkpoint of step %d in %s', start_step,
                 ckpt_dir)

@@ -103,3 +103,29 @@ def test_load_config_as_config_flags_loads_it(tmp_path):
   empty.write_text('X = 1\n')
   with pytest.raises(ValueError, match='defines no get_config'):
     cli.load_config(str(empty))
+
+
+@pytest.mark.parametrize('args, want', [
+    # The config file's own error, not only "Error whilst parsing" (the
+    # traceback after that line had been cut off).
+    (['--config', 'configs/default.py:foo'],
+     'get_config() takes 0 positional arguments but 1 was given'),
+    # Had been "module 'config_config' has no attribute 'get_config".
+    (['--config', '{tmp}/no_get_config.py'],
+     'no_get_config.py defines no get_config()'),
+    # Had printed the whole usage and exited with 1.
+    (['--config', 'configs/default.py', 'extra'],
+     "unexpected argument(s) ['extra']"),
+])
+def test_main_py_bad_command_line_is_one_line(tmp_path, args, want):
+  (tmp_path / 'no_get_config.py').write_text('X = 1\n')
+  args = [a.format(tmp=tmp_path) for a in args]
+  proc = subprocess.run(
+      [sys.executable, os.path.join(helpers.REPO, 'main.py'), *args,
+       '--workdir', str(tmp_path / 'run')],
+      capture_output=True, text=True, cwd=helpers.REPO, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  err = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(err) == 1 and err[0].startswith('error: '), err
+  assert want in err[0], err
+  assert not (tmp_path / 'run').exists()

@@ -46,6 +46,25 @@ def _final_state(workdir, config):
   return builders.restore_train_state(config, workdir)[0]
 
 
+def test_a_finished_run_started_again_keeps_its_results(tmp_path,
+                                                       trained_run):
+  # A second start had evaluated again and replaced results.json: the
+  # training's wall time became the evaluation's, resumed_from_step the end.
+  workdir = trained_run.copy_to(tmp_path / 'done')
+  with open(os.path.join(workdir, 'results.json'), 'rb') as f:
+    before = f.read()
+  results = train.train_and_evaluate(trained_run.config, workdir)
+  with open(os.path.join(workdir, 'results.json'), 'rb') as f:
+    assert f.read() == before
+  assert results == trained_run.results
+  assert results['resumed_from_step'] == 0
+  # A run that finished training but wrote no results yet evaluates.
+  os.remove(os.path.join(workdir, 'results.json'))
+  results = train.train_and_evaluate(trained_run.config, workdir)
+  assert results['resumed_from_step'] == results['steps']
+  assert results['test_accuracy'] == trained_run.results['test_accuracy']
+
+
 def test_resume_continues_at_the_right_step_with_same_masks(
     tmp_path, monkeypatch, trained_run):
   config = trained_run.config  # tiny_config(steps=20)
@@ -223,6 +242,8 @@ def test_unwritable_workdir_and_nothing_destroyed(tmp_path):
   blocker.write_text('keep me')
   proc = _main(tmp_path, workdir=str(blocker / 'sub'))
   assert proc.returncode != 0 and 'cannot create workdir' in proc.stderr
+  proc = _main(tmp_path, workdir=str(blocker))  # had said "File exists"
+  assert proc.returncode != 0 and 'is a file, not a directory' in proc.stderr
   assert blocker.read_text() == 'keep me'
 
 
