@@ -10,8 +10,8 @@ A dict is the product of its value lists; a list of such dicts is the union
 of their products (e.g. one entry for the dense baseline, one for the sparse
 grid). Every run gets its own workdir under ``--root``, named after its
 settings (runs whose names would collide get a short hash of their
-settings appended), so a sweep that is stopped and started again skips finished runs
-and resumes unfinished ones from their checkpoints.
+settings appended), so a sweep that is stopped and started again skips
+finished runs and resumes unfinished ones from their checkpoints.
 
   # Run one after another on this machine:
   python experiments/sweep.py run --config configs/default.py --root /tmp/sw
